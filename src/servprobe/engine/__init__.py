@@ -1,0 +1,1 @@
+"""Sans-IO version detection: probe planning and the per-service state machine."""

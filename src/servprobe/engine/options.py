@@ -1,0 +1,42 @@
+"""Knobs of the service scan and what the engine is asked to look at.
+
+Shared contract between the CLI (which fills EngineOptions from nmap-style flags), the
+asyncio driver (`servprobe.net.driver.run_service_scan`) and the sans-IO state machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# services in progress at once, by timing template (nmap: 1 at T0-T2, 20 at T3, 30 at T4, 40 at T5)
+# servprobe is not bound by nmap's single thread, so templates scale the global limit further.
+TIMING_PARALLELISM = {0: 1, 1: 1, 2: 1, 3: 20, 4: 30, 5: 40}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    """One open (or open|filtered) port to identify."""
+
+    address: str  # numeric IPv4/IPv6 address
+    port: int
+    proto: Literal["tcp", "udp"]
+    hostname: str | None = None  # for TLS SNI and reports
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    intensity: int = 7  # 0..9; --version-light 2, --version-all 9
+    allports: bool = False  # ignore the file's Exclude
+    timing: int = 3  # -T0..-T5
+    max_parallelism: int | None = None  # services in progress, global
+    per_host_parallelism: int | None = None
+    probe_parallelism: int = 4  # speculative connections per service (issue 6)
+    sequential: bool = False  # nmap's exact one-probe-at-a-time behaviour
+    connect_timeout: float = 5.0
+    host_timeout: float | None = None  # seconds per host, None = unbounded
+    version_trace: bool = False
+    fingerprints: bool = True  # build SF- fingerprints for unrecognized services
+    rpc_grind: bool = True
+    max_read: int = 4096  # bytes kept per response (nmap: 4096)
+    regex_timeout: float = 0.5  # seconds per regex call; a timeout counts as no match

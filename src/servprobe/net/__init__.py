@@ -1,0 +1,1 @@
+"""asyncio drivers that do the I/O the engine asks for: TCP, UDP, TLS."""

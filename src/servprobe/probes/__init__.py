@@ -1,0 +1,1 @@
+"""The probe-file language: parser, model, regex matching, version templates."""

@@ -1,0 +1,150 @@
+"""The typed model of a probe file: ProbeDB → Probe → MatchLine, and Identification.
+
+This module owns the shapes every other part of servprobe relies on. The parser
+(`probes.parser`) builds them, the matcher (`probes.matcher`) compiles and runs the
+patterns, the templates (`probes.templates`) turn a regex match into an Identification.
+The engine only needs: `ProbeDB.probes`, `Probe` attributes, and `ProbeDB.match()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+Proto = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a directive came from: shown to users as FILE:LINE."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionTemplate:
+    """The raw p/ v/ i/ h/ o/ d/ and cpe:/ fields of a match line, before substitution.
+
+    Values keep their template syntax ($1, $P(2), $SUBST(1,"_","."), $I(1,">")).
+    """
+
+    product: str | None = None
+    version: str | None = None
+    info: str | None = None
+    hostname: str | None = None
+    ostype: str | None = None
+    devicetype: str | None = None
+    cpes: tuple[str, ...] = ()
+
+
+@dataclass(eq=False, slots=True)
+class MatchLine:
+    """One `match` or `softmatch` directive."""
+
+    service: str
+    pattern: bytes  # the regex source between the delimiters, as bytes (latin-1 of the file)
+    flags: str  # subset of "is"
+    soft: bool
+    template: VersionTemplate
+    source: SourceRef
+    probe_name: str
+    index: int  # position of this line within its probe
+    compiled: Any = None  # set by probes.matcher (a `regex` pattern object)
+
+
+@dataclass(eq=False, slots=True)
+class Probe:
+    """One `Probe` section with its directives and match lines."""
+
+    proto: Proto
+    name: str
+    payload: bytes
+    source: SourceRef
+    ports: frozenset[int] = frozenset()
+    sslports: frozenset[int] = frozenset()
+    rarity: int | None = None  # None: the file gave none (nmap treats that as always eligible)
+    fallback: tuple[str, ...] = ()
+    totalwaitms: int | None = None
+    tcpwrappedms: int | None = None
+    matches: list[MatchLine] = field(default_factory=list)
+
+    @property
+    def is_null(self) -> bool:
+        return self.proto == "tcp" and self.name == "NULL"
+
+    @property
+    def services(self) -> frozenset[str]:
+        """Service names this probe's own lines (match and softmatch) can report."""
+        return frozenset(m.service for m in self.matches)
+
+
+@dataclass(frozen=True, slots=True)
+class Identification:
+    """What a response is, once a line matched and its templates were applied.
+
+    Every string is printable (non-printable bytes escaped) and truncated like nmap's
+    (product/version/hostname 80, info 256, ostype/devicetype 32).
+    """
+
+    service: str
+    soft: bool
+    product: str | None = None
+    version: str | None = None
+    info: str | None = None
+    hostname: str | None = None
+    ostype: str | None = None
+    devicetype: str | None = None
+    cpes: tuple[str, ...] = ()
+    source: SourceRef | None = None
+    probe: str | None = None  # name of the probe whose line matched
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "soft": self.soft,
+            "product": self.product,
+            "version": self.version,
+            "info": self.info,
+            "hostname": self.hostname,
+            "ostype": self.ostype,
+            "devicetype": self.devicetype,
+            "cpes": list(self.cpes),
+            "line": str(self.source) if self.source else None,
+            "probe": self.probe,
+        }
+
+
+@dataclass(eq=False)
+class ProbeDB:
+    """A loaded probe database. Build it with `servprobe.load_db()`."""
+
+    path: str
+    sha256: str
+    probes: list[Probe]
+    exclude: frozenset[tuple[Proto, int]] = frozenset()
+    # set by the loader: the object that actually runs patterns (see probes.matcher)
+    matcher: Any = None
+
+    def probe(self, name: str, proto: Proto = "tcp") -> Probe:
+        for p in self.probes:
+            if p.name == name and p.proto == proto:
+                return p
+        raise KeyError(f"no {proto.upper()} probe named {name!r} in {self.path}")
+
+    def probes_for(self, proto: Proto) -> Iterable[Probe]:
+        return (p for p in self.probes if p.proto == proto)
+
+    def match(self, probe_name: str, data: bytes, proto: Proto = "tcp") -> Identification | None:
+        """Identify `data`, received in answer to probe `probe_name`.
+
+        Tries the probe's own lines in file order, then each probe of its `fallback` list,
+        then NULL (TCP only); the first line that matches, soft or hard, wins.
+        """
+        return self.matcher.match(self.probe(probe_name, proto), data)

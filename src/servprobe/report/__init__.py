@@ -1,0 +1,1 @@
+"""Reporters: normal, XML, grepable, JSON Lines — all from servprobe.result."""

@@ -1,0 +1,121 @@
+"""The one result model every stage produces and every reporter consumes.
+
+Data flows one way: targets → port scan → service scan → ServiceResult → reporters.
+Reporters read these objects and never reach back into the scan.
+All text fields are already printable (service bytes are escaped before they get here);
+reporters still escape for their own format (XML, JSON, terminal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Proto = Literal["tcp", "udp"]
+PortState = Literal["open", "closed", "filtered", "open|filtered", "unfiltered"]
+Method = Literal["probed", "table"]
+
+
+@dataclass(slots=True)
+class RpcInfo:
+    """What the RPC grinder (or a portmapper DUMP) found on a port."""
+
+    program: int
+    name: str
+    lowver: int
+    highver: int
+    via: Literal["grind", "portmapper"] = "grind"
+
+
+@dataclass(slots=True)
+class ServiceResult:
+    """One port of one host, with what version detection found there."""
+
+    address: str
+    port: int
+    proto: Proto
+    state: PortState = "open"
+    reason: str = ""  # syn-ack, conn-refused, udp-response, no-response, ...
+    service: str | None = None  # e.g. "http"; "rndc?"-style guesses have method="table"
+    product: str | None = None
+    version: str | None = None
+    extrainfo: str | None = None
+    hostname: str | None = None
+    ostype: str | None = None
+    devicetype: str | None = None
+    cpes: list[str] = field(default_factory=list)
+    tunnel: Literal["ssl"] | None = None
+    method: Method = "table"
+    conf: int = 3  # 10 probed, 8 tcpwrapped, 3 table
+    soft: bool = False  # only a softmatch was found
+    matched: str | None = None  # FILE:LINE of the line that matched
+    probe: str | None = None  # probe whose response matched
+    fingerprint: str | None = None  # nmap SF- fingerprint, when unrecognized
+    rpc: RpcInfo | None = None
+    hostnames: list[str] = field(default_factory=list)  # of the host, for reporters
+    finished: float | None = None  # unix time the result became final
+
+    @property
+    def key(self) -> tuple[str, Proto, int]:
+        return (self.address, self.proto, self.port)
+
+    def display_service(self) -> str:
+        """The SERVICE column as nmap prints it: ssl/http, rndc?, tcpwrapped."""
+        name = self.service or "unknown"
+        if self.tunnel == "ssl":
+            name = f"ssl/{name}"
+        if self.method == "table" and self.state in ("open", "open|filtered") and self.service:
+            name += "?"
+        return name
+
+    def display_version(self) -> str:
+        """The VERSION column as nmap prints it: product version (extrainfo)."""
+        parts = [p for p in (self.product, self.version) if p]
+        if self.extrainfo:
+            parts.append(f"({self.extrainfo})")
+        text = " ".join(parts)
+        extras = []
+        if self.hostname:
+            extras.append(f"Host: {self.hostname}")
+        if self.ostype:
+            extras.append(f"OS: {self.ostype}")
+        if self.devicetype:
+            extras.append(f"Device: {self.devicetype}")
+        if extras and text:
+            text += "; " + "; ".join(extras)
+        elif extras:
+            text = "; ".join(extras)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["display_service"] = self.display_service()
+        return d
+
+
+@dataclass(slots=True)
+class HostResult:
+    address: str
+    hostnames: list[str] = field(default_factory=list)
+    status: Literal["up", "down", "unknown"] = "unknown"
+    reason: str = ""
+    ports: list[ServiceResult] = field(default_factory=list)
+    # counts of ports not listed individually, by state: {"closed": 995}
+    extraports: dict[str, int] = field(default_factory=dict)
+    starttime: float | None = None
+    endtime: float | None = None
+
+
+@dataclass(slots=True)
+class ScanRun:
+    """A whole run: what was asked, what database was used, and every host."""
+
+    args: list[str]
+    start: float
+    db_path: str = ""
+    scan_types: list[str] = field(default_factory=list)  # "connect", "udp"
+    ports_spec: dict[str, str] = field(default_factory=dict)  # {"tcp": "1-1000"} for scaninfo
+    hosts: list[HostResult] = field(default_factory=list)
+    end: float | None = None
+    interrupted: bool = False
+    version: str = "0.1.0"

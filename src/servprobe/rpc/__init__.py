@@ -1,0 +1,1 @@
+"""SunRPC grinding: program table, ONC RPC calls, portmapper DUMP."""

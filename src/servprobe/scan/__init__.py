@@ -1,0 +1,1 @@
+"""Targets, port lists, the port table and the connect/UDP port scan."""

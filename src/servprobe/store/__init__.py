@@ -1,0 +1,1 @@
+"""Durable results: the SQLite store, resume and diff."""
