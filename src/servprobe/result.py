@@ -69,23 +69,14 @@ class ServiceResult:
         return name
 
     def display_version(self) -> str:
-        """The VERSION column as nmap prints it: product version (extrainfo)."""
+        """The VERSION column as nmap prints it: product version (extrainfo).
+
+        Hostname, OS and device type go to the host's "Service Info:" line, as in nmap.
+        """
         parts = [p for p in (self.product, self.version) if p]
         if self.extrainfo:
             parts.append(f"({self.extrainfo})")
-        text = " ".join(parts)
-        extras = []
-        if self.hostname:
-            extras.append(f"Host: {self.hostname}")
-        if self.ostype:
-            extras.append(f"OS: {self.ostype}")
-        if self.devicetype:
-            extras.append(f"Device: {self.devicetype}")
-        if extras and text:
-            text += "; " + "; ".join(extras)
-        elif extras:
-            text = "; ".join(extras)
-        return text
+        return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
