@@ -74,6 +74,7 @@ class Probe:
     totalwaitms: int | None = None
     tcpwrappedms: int | None = None
     matches: list[MatchLine] = field(default_factory=list)
+    no_payload: bool = False  # `no-payload` after the probe string: never a UDP scan payload
 
     @property
     def is_null(self) -> bool:
@@ -131,6 +132,8 @@ class ProbeDB:
     exclude: frozenset[tuple[Proto, int]] = frozenset()
     # set by the loader: the object that actually runs patterns (see probes.matcher)
     matcher: Any = None
+    # problems found while loading a non-strict load (probes.parser.ParseError objects)
+    errors: list[Any] = field(default_factory=list)
 
     def probe(self, name: str, proto: Proto = "tcp") -> Probe:
         for p in self.probes:

@@ -1,0 +1,165 @@
+"""Running a database's patterns: compile (lazily, with the `regex` module) and match.
+
+Semantics (nmap's): a response to probe P is tried against P's lines in file order, then
+each probe of P's `fallback` list, then NULL (TCP only; UDP never falls back to NULL). The
+first line that matches, soft or hard, wins. A pattern is searched (not anchored) over the
+whole response. nmap stops PCRE at a match limit of 50,000 and counts that as "no match";
+we bound each search by time instead (`timeout`, seconds) and count a timeout as no match.
+The two limits differ only on pathological backtracking, where `regex` is usually fast enough
+to finish well inside the timeout and so may find a match PCRE gives up on.
+
+Patterns compile on first use (a probe's lines when that probe first matches something), so
+loading a database costs only parsing. An optional prefilter (probes.prefilter, hyperscan)
+narrows each probe's lines to candidates; results are identical with or without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import regex
+
+from servprobe.probes.pcre import PatternSyntaxError, min_width, translate
+
+if TYPE_CHECKING:
+    from servprobe.probes.model import Identification, MatchLine, Probe, ProbeDB
+
+DEFAULT_TIMEOUT = 0.25  # seconds per search; nmap's PCRE match limit is the equivalent
+_BAD = object()  # MatchLine.compiled for a pattern that does not compile
+
+
+def regex_flags(flags: str) -> int:
+    return (regex.IGNORECASE if "i" in flags else 0) | (regex.DOTALL if "s" in flags else 0)
+
+
+def compile_pattern(pattern: bytes, flags: str) -> Any:
+    """The `regex` pattern object for a probe-file pattern (PCRE meaning); raises on error."""
+    return regex.compile(translate(pattern), regex_flags(flags) | regex.VERSION0)
+
+
+def check_pattern(pattern: bytes, flags: str) -> str | None:
+    """Why this pattern is unusable (nmap would refuse it), or None when it is fine."""
+    try:
+        translated = translate(pattern)
+    except PatternSyntaxError as exc:
+        return str(exc)
+    try:
+        compiled = regex.compile(translated, regex_flags(flags) | regex.VERSION0)
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        return f"bad regular expression: {exc}"
+    width = min_width(translated, flags)
+    if width is None:
+        # the stdlib parser could not read it (regex-only syntax): try typical empty matches
+        empty = False
+        for subject in (b"", b"\n", b"\r\n", b"x", b"\x00"):
+            try:
+                m = compiled.search(subject, timeout=0.05)
+            except TimeoutError:
+                continue
+            if m is not None and m.end() == m.start():
+                empty = True
+                break
+        width = 0 if empty else 1
+    if width == 0:
+        return "pattern can match the empty string (nmap rejects it)"
+    return None
+
+
+class Matcher:
+    """Matches responses against a ProbeDB; set as `ProbeDB.matcher` by the loader."""
+
+    def __init__(
+        self, db: ProbeDB, *, prefilter: Any = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.db = db
+        self.prefilter = prefilter
+        self.timeout = timeout
+        self.timeouts = 0  # searches abandoned on the timeout (counted as no match)
+        self._chains: dict[tuple[str, str], tuple[Probe, ...]] = {}
+        self._index = {(p.proto, p.name): p for p in db.probes}
+
+    # --- compilation ---------------------------------------------------------------------
+    def compiled(self, line: MatchLine) -> Any:
+        """The compiled pattern of a line, or None if it does not compile."""
+        c = line.compiled
+        if c is None:
+            try:
+                c = compile_pattern(line.pattern, line.flags)
+            except Exception:  # the parser reports bad patterns; here they never match
+                c = _BAD
+            line.compiled = c
+        return None if c is _BAD else c
+
+    def compile_all(self) -> list[tuple[MatchLine, str]]:
+        """Compile every line now; returns (line, error) for those that fail."""
+        bad = []
+        for probe in self.db.probes:
+            for line in probe.matches:
+                if self.compiled(line) is None:
+                    bad.append(
+                        (line, check_pattern(line.pattern, line.flags) or "does not compile")
+                    )
+        return bad
+
+    # --- matching ------------------------------------------------------------------------
+    def chain(self, probe: Probe) -> tuple[Probe, ...]:
+        """The probes whose lines a response to `probe` is tried against, in order."""
+        key = (probe.proto, probe.name)
+        got = self._chains.get(key)
+        if got is None:
+            seq: list[Probe] = [probe]
+            for name in probe.fallback:
+                other = "udp" if probe.proto == "tcp" else "tcp"
+                fb = self._index.get((probe.proto, name)) or self._index.get((other, name))
+                if fb is not None and fb not in seq:
+                    seq.append(fb)
+            null = self._index.get(("tcp", "NULL"))
+            if probe.proto == "tcp" and null is not None and null not in seq:
+                seq.append(null)
+            got = self._chains[key] = tuple(seq)
+        return got
+
+    def search(self, line: MatchLine, data: bytes) -> Any:
+        pat = self.compiled(line)
+        if pat is None:
+            return None
+        try:
+            return pat.search(data, timeout=self.timeout)
+        except TimeoutError:
+            self.timeouts += 1
+            return None
+
+    def _lines(self, probe: Probe, data: bytes) -> Iterable[MatchLine]:
+        if self.prefilter is not None:
+            cand: Sequence[int] | None = self.prefilter.candidates(probe, data)
+            if cand is not None:
+                matches = probe.matches
+                return (matches[i] for i in cand)
+        return probe.matches
+
+    def find(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
+        """The first line (with its regex match) that matches `data` sent back to `probe`."""
+        for p in self.chain(probe):
+            for line in self._lines(p, data):
+                m = self.search(line, data)
+                if m is not None:
+                    return line, m
+        return None
+
+    def match(self, probe: Probe, data: bytes) -> Identification | None:
+        from servprobe.probes.templates import identify
+
+        found = self.find(probe, data)
+        if found is None:
+            return None
+        line, m = found
+        return identify(line, m)
+
+    def match_probe_lines(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
+        """Like find() but only over `probe`'s own lines (no fallback, no NULL)."""
+        for line in self._lines(probe, data):
+            m = self.search(line, data)
+            if m is not None:
+                return line, m
+        return None

@@ -1,0 +1,161 @@
+"""PCRE pattern syntax → the `regex` module: translation and static checks.
+
+nmap runs its patterns with PCRE on raw bytes, without UTF or UCP. The `regex` module on
+bytes agrees on almost everything (ASCII `\\w \\d \\s \\b`, case folding of ASCII letters only,
+`$` = end or before a final newline, `.` = anything but `\\n`). The differences that matter
+are rewritten here, token by token, so character classes and escapes are never misread:
+
+- `{` that does not start a quantifier `{n}`, `{n,}`, `{n,m}` is a literal in PCRE but may
+  start fuzzy-matching syntax in `regex` (e.g. `\\d+{infopark`): it is escaped.
+  `{,m}` is a literal too (PCRE before 10.43, which nmap 7.93 links).
+- `\\v` `\\h` (`\\V` `\\H`) are whitespace *classes* in PCRE, a single byte (or unknown) in
+  Python; `\\R` `\\N` `\\e` `\\z` `\\Z` `\\Q…\\E` likewise get their PCRE meaning.
+
+`min_width()` answers "can this pattern match the empty string?" statically, from the
+pattern's parse tree (nmap rejects such patterns at load, like PCRE2_INFO_MATCHEMPTY).
+"""
+
+from __future__ import annotations
+
+import re
+
+try:  # Python 3.11+: the parser behind `re` (stable enough; guarded below)
+    import re._parser as _sre_parse  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - older layouts
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+_QUANT = re.compile(rb"\{\d+(?:,\d*)?\}")
+_VSPACE = rb"\n\x0b\x0c\r\x85"
+_HSPACE = rb"\t \xa0"
+
+_SIMPLE_OUTSIDE = {
+    ord("v"): b"[" + _VSPACE + b"]",
+    ord("V"): b"[^" + _VSPACE + b"]",
+    ord("h"): b"[" + _HSPACE + b"]",
+    ord("H"): b"[^" + _HSPACE + b"]",
+    ord("R"): b"(?>\\r\\n|[" + _VSPACE + b"])",
+    ord("e"): b"\\x1b",
+    ord("z"): b"\\Z",
+    ord("Z"): b"(?=\\n?\\Z)",
+}
+_SIMPLE_INSIDE = {ord("v"): _VSPACE, ord("h"): _HSPACE, ord("e"): b"\\x1b"}
+
+
+class PatternSyntaxError(ValueError):
+    """A pattern the translator cannot make sense of (e.g. a trailing backslash)."""
+
+
+def _literal(data: bytes) -> bytes:
+    return b"".join(b"\\x%02x" % b for b in data)
+
+
+def translate(pattern: bytes) -> bytes:
+    """Rewrite a PCRE pattern so the `regex` module gives it PCRE's meaning."""
+    out = bytearray()
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == 0x5C:  # backslash
+            i = _escape(pattern, i, out, inside=False)
+        elif c == 0x5B:  # [ … ]
+            i = _char_class(pattern, i, out)
+        elif c == 0x7B:  # {
+            m = _QUANT.match(pattern, i)
+            if m:
+                out += m.group()
+                i = m.end()
+            else:
+                out += b"\\{"
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+def _escape(p: bytes, i: int, out: bytearray, *, inside: bool) -> int:
+    if i + 1 >= len(p):
+        raise PatternSyntaxError("pattern ends with a backslash")
+    c = p[i + 1]
+    if c == ord("Q"):  # \Q…\E quotes everything up to \E (or the end)
+        end = p.find(b"\\E", i + 2)
+        body = p[i + 2 :] if end < 0 else p[i + 2 : end]
+        out += _literal(body)
+        return len(p) if end < 0 else end + 2
+    if c == ord("E"):  # a stray \E is ignored by PCRE
+        return i + 2
+    if c in (ord("x"), ord("o"), ord("p"), ord("P"), ord("g"), ord("k"), ord("N")) and (
+        i + 2 < len(p) and p[i + 2] in b"{<'"
+    ):
+        close = {ord("{"): b"}", ord("<"): b">", ord("'"): b"'"}[p[i + 2]]
+        end = p.find(close, i + 3)
+        if end < 0:
+            raise PatternSyntaxError(f"unterminated \\{chr(c)} escape")
+        if c == ord("o"):  # \o{octal}
+            out += b"\\x%02x" % (int(p[i + 3 : end] or b"0", 8) & 0xFF)
+        elif c == ord("g") and p[i + 2] == ord("{") and p[i + 3 : end].isdigit():
+            out += b"(?:\\" + p[i + 3 : end] + b")"
+        else:
+            out += p[i : end + 1]
+        return end + 1
+    if c == ord("c") and i + 2 < len(p):  # \cX control character
+        ch = p[i + 2] - 32 if 0x61 <= p[i + 2] <= 0x7A else p[i + 2]
+        out += b"\\x%02x" % (ch ^ 0x40)
+        return i + 3
+    table = _SIMPLE_INSIDE if inside else _SIMPLE_OUTSIDE
+    if c in table:
+        out += table[c]
+        return i + 2
+    if not inside and c == ord("N"):
+        out += b"[^\\n]"
+        return i + 2
+    out += p[i : i + 2]
+    return i + 2
+
+
+def _char_class(p: bytes, i: int, out: bytearray) -> int:
+    out.append(p[i])
+    i += 1
+    n = len(p)
+    if i < n and p[i] == ord("^"):
+        out.append(p[i])
+        i += 1
+    if i < n and p[i] == ord("]"):  # a leading ] is a literal
+        out += b"\\]"
+        i += 1
+    while i < n:
+        c = p[i]
+        if c == ord("]"):
+            out.append(c)
+            return i + 1
+        if c == 0x5C:
+            i = _escape(p, i, out, inside=True)
+        elif c == ord("[") and p[i + 1 : i + 2] == b":":
+            end = p.find(b":]", i + 2)
+            if end < 0:
+                out += b"\\["
+                i += 1
+            else:
+                out += p[i : end + 2]
+                i = end + 2
+        elif c == ord("["):  # a literal in PCRE; never a nested set
+            out += b"\\["
+            i += 1
+        elif c in b"&|~" and p[i + 1 : i + 2] == bytes([c]):
+            # `&&` `||` `~~` are set operators in regex's V1 only; escape to be sure
+            out += b"\\" + bytes([c])
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    raise PatternSyntaxError("missing terminating ] for character class")
+
+
+def min_width(translated: bytes, flags: str = "") -> int | None:
+    """Shortest match length of a translated pattern, or None when it cannot be computed."""
+    re_flags = (re.IGNORECASE if "i" in flags else 0) | (re.DOTALL if "s" in flags else 0)
+    try:
+        tree = _sre_parse.parse(translated.decode("latin-1"), re_flags)
+        return int(tree.getwidth()[0])
+    except Exception:  # the stdlib parser is stricter than regex/PCRE in places
+        return None
