@@ -38,5 +38,6 @@ class EngineOptions:
     version_trace: bool = False
     fingerprints: bool = True  # build SF- fingerprints for unrecognized services
     rpc_grind: bool = True
+    rpc_portmapper: bool = True  # RPC grinder may ask the host's portmapper (111) first (H6)
     max_read: int = 4096  # bytes kept per response (nmap: 4096)
     regex_timeout: float = 0.5  # seconds per regex call; a timeout counts as no match

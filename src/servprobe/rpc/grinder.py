@@ -1,0 +1,301 @@
+"""Public RPC grinding API: name the SunRPC program behind a port, with or without a portmapper.
+
+Used by the engine driver (after version detection says a port speaks SunRPC) and by the
+CLI's -sR (RPC scan without full version detection):
+
+    wants_grind(result)                    -> should the driver hand this result to us?
+    await grind_result(result, options)    -> the result, named after the RPC program
+    await rpc_scan(targets, options)       -> -sR: one result per target
+
+How a port is identified (RpcInfo.via):
+  "portmapper"  the host's portmapper (TCP or UDP 111) lists the port in its DUMP, and the
+                port confirmed it: one NULL call with an absurd version came back as
+                PROG_MISMATCH (which also gives the real version range). If the port does
+                not confirm (stale registration), it is ground like any other.
+  "grind"       no portmapper answer, the portmapper is disabled (EngineOptions.rpc_portmapper
+                = False, as if 111 were firewalled), or it does not list the port: NULL calls
+                for every program of the table (see grind.py for the rules).
+
+Reported like nmap: service = program name, version "low-high" ("N" when low == high),
+extrainfo "RPC #number". When the server does not tell its versions (it accepts any version),
+version stays empty and RpcInfo.lowver/highver are 0.
+
+A server that accepts any program number (the canary call is not refused) gets no program
+identity at all: claiming the first table entry that "answered" would be a false identity.
+Its result keeps its service and says "accepts any RPC program" in extrainfo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Iterable
+
+from ..engine.options import TIMING_PARALLELISM, EngineOptions, ServiceTarget
+from ..result import RpcInfo, ServiceResult
+from .grind import GrindResult, Grinder, Outcome
+from .portmap import PMAP_PORT, PortMap, merge, parse_dump_reply
+from .portmap import dump_call as _dump_call
+from .protocol import RpcError
+from .table import RpcTable, default_table
+from .transport import call_tcp, call_udp, grind_tcp, grind_udp
+
+RPC_SERVICE_NAMES = frozenset({"rpcbind", "sunrpc", "rpc", "portmapper"})
+# Calls in flight per port, by timing template.
+WINDOW_BY_TIMING = {0: 1, 1: 1, 2: 4, 3: 32, 4: 64, 5: 64}
+GRIND_TIMEOUT = 60.0  # whole-table grind of one port, worst case (UDP, lossy)
+PMAP_TIMEOUT = 2.0
+PMAP_CACHE_TTL = 60.0
+
+
+def wants_grind(result: ServiceResult) -> bool:
+    """True when version detection says the port speaks SunRPC and nobody named it yet."""
+    if result.state not in ("open", "open|filtered") or result.tunnel is not None:
+        return False
+    if result.rpc is not None:  # already complete (portmapper) or already ground
+        return False
+    if result.method != "probed":
+        return False
+    return (result.service or "").lower() in RPC_SERVICE_NAMES
+
+
+def _window(options: EngineOptions | None) -> int:
+    timing = getattr(options, "timing", 3) if options is not None else 3
+    return WINDOW_BY_TIMING.get(timing, 32)
+
+
+def _portmapper_enabled(options: EngineOptions | None) -> bool:
+    return bool(getattr(options, "rpc_portmapper", True)) if options is not None else True
+
+
+# -- portmapper --------------------------------------------------------------------------
+
+
+async def query_portmapper(
+    address: str, *, port: int = PMAP_PORT, timeout: float = PMAP_TIMEOUT
+) -> PortMap | None:
+    """DUMP the portmapper of a host: TCP first, then UDP; v2 (IPv4) or v4/v3 (IPv6 too).
+
+    None when nothing answers as a portmapper there.
+    """
+    family = 6 if ":" in address else 4
+    versions = (2, 4) if family == 4 else (4, 3)
+    rng = random.Random()
+    for proto in ("tcp", "udp"):
+        for version in versions:
+            msg = _dump_call(rng.getrandbits(32), version)
+            try:
+                if proto == "tcp":
+                    raw = await call_tcp(address, port, msg, timeout=timeout)
+                else:
+                    raw = await call_udp(address, port, msg, timeout=timeout, tries=2)
+                entries = parse_dump_reply(raw, version, family)
+            except (OSError, TimeoutError, RpcError, EOFError):
+                continue
+            if version == 2 and family == 4:
+                # v2 lists IPv4 only and nothing else is needed for an IPv4 target.
+                return PortMap(entries, f"{proto}/{port} v2")
+            return PortMap(merge([entries]), f"{proto}/{port} v{version}")
+    return None
+
+
+class PortmapCache:
+    """One DUMP per host and scan, shared by every port of that host being ground."""
+
+    def __init__(self, ttl: float = PMAP_CACHE_TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, asyncio.Task[PortMap | None]]] = {}
+
+    async def get(self, address: str) -> PortMap | None:
+        now = time.monotonic()
+        hit = self._entries.get(address)
+        if hit is None or now - hit[0] > self.ttl or hit[1].get_loop() is not _loop():
+            task = asyncio.ensure_future(query_portmapper(address))
+            hit = (now, task)
+            self._entries[address] = hit
+        return await asyncio.shield(hit[1])
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+# The engine driver calls grind_result() port by port with the same EngineOptions object:
+# one cache per options object (held strongly so its id is not reused while cached).
+_CACHES: dict[int, tuple[EngineOptions, PortmapCache]] = {}
+
+
+def _cache_for(options: EngineOptions | None) -> PortmapCache:
+    if options is None:
+        return PortmapCache()
+    key = id(options)
+    held = _CACHES.get(key)
+    if held is None or held[0] is not options:
+        if len(_CACHES) > 64:
+            _CACHES.clear()
+        held = (options, PortmapCache())
+        _CACHES[key] = held
+    return held[1]
+
+
+# -- grinding ----------------------------------------------------------------------------
+
+
+async def grind_port(
+    address: str,
+    port: int,
+    proto: str,
+    *,
+    programs: Iterable[int] | None = None,
+    table: RpcTable | None = None,
+    window: int = 32,
+    canary: bool = True,
+    connect_timeout: float = 5.0,
+    timeout: float = GRIND_TIMEOUT,
+    rng: random.Random | None = None,
+) -> GrindResult:
+    """Grind one port: NULL calls for every program (default: the whole table)."""
+    if programs is None:
+        programs = (table or default_table()).numbers()
+    machine = Grinder(list(programs), stream=proto == "tcp", window=window, canary=canary, rng=rng)
+    try:
+        async with asyncio.timeout(timeout):
+            if proto == "tcp":
+                await grind_tcp(machine, address, port, connect_timeout=connect_timeout)
+            else:
+                await grind_udp(machine, address, port)
+    except TimeoutError:
+        machine.unreachable(f"grind timed out after {timeout:g}s")
+    if machine.result is None:  # the transport ended without the machine deciding
+        machine.unreachable("transport ended")
+    assert machine.result is not None
+    return machine.result
+
+
+def _version_text(low: int, high: int) -> str | None:
+    if low <= 0 and high <= 0:
+        return None
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def apply_rpc(result: ServiceResult, info: RpcInfo) -> ServiceResult:
+    """The result as nmap shows an RPC port: `status 1 (RPC #100024)`."""
+    return dataclasses.replace(
+        result,
+        service=info.name,
+        product=None,
+        version=_version_text(info.lowver, info.highver),
+        extrainfo=f"RPC #{info.program}",
+        cpes=[],
+        method="probed",
+        conf=10,
+        soft=False,
+        rpc=info,
+        finished=time.time(),
+    )
+
+
+async def identify(
+    address: str,
+    port: int,
+    proto: str,
+    options: EngineOptions | None = None,
+    *,
+    cache: PortmapCache | None = None,
+    table: RpcTable | None = None,
+) -> tuple[RpcInfo | None, GrindResult | None]:
+    """Name the RPC program on one port. Returns (info or None, the grind that decided)."""
+    table = table or default_table()
+    window = _window(options)
+    connect_timeout = getattr(options, "connect_timeout", 5.0) if options else 5.0
+    if _portmapper_enabled(options):
+        pmap = await (cache or _cache_for(options)).get(address)
+        listed = pmap.programs_at(proto, port) if pmap else {}
+        if listed:
+            check = await grind_port(
+                address,
+                port,
+                proto,
+                programs=list(listed),
+                window=window,
+                connect_timeout=connect_timeout,
+                timeout=10.0,
+            )
+            if check.outcome is Outcome.FOUND and check.program is not None:
+                low, high = check.lowver, check.highver
+                if low is None or high is None:
+                    vers = listed[check.program]
+                    low, high = min(vers), max(vers)
+                name = table.name(check.program)
+                return RpcInfo(check.program, name, low, high, via="portmapper"), check
+            if check.outcome in (Outcome.NO_RESPONSE, Outcome.CLOSED):
+                # The port would not answer us; rpcinfo-style, trust the registration.
+                prog = min(listed)
+                vers = listed[prog]
+                return RpcInfo(prog, table.name(prog), min(vers), max(vers), "portmapper"), check
+            # Stale registration or something else answers there now: grind it.
+    res = await grind_port(
+        address,
+        port,
+        proto,
+        table=table,
+        window=window,
+        connect_timeout=connect_timeout,
+    )
+    if res.outcome is Outcome.FOUND and res.program is not None:
+        name = table.name(res.program)
+        return RpcInfo(res.program, name, res.lowver or 0, res.highver or 0, via="grind"), res
+    return None, res
+
+
+async def grind_result(
+    result: ServiceResult,
+    options: EngineOptions | None = None,
+    *,
+    cache: PortmapCache | None = None,
+) -> ServiceResult:
+    """Name the RPC program behind a result version detection found to speak SunRPC.
+
+    Returns a new ServiceResult; the input is returned unchanged when the port is not RPC
+    after all or its program is not in the table.
+    """
+    info, grind = await identify(result.address, result.port, result.proto, options, cache=cache)
+    if info is not None:
+        return apply_rpc(result, info)
+    if grind is not None and grind.outcome is Outcome.PROMISCUOUS and not result.extrainfo:
+        return dataclasses.replace(result, extrainfo="accepts any RPC program")
+    return result
+
+
+async def rpc_scan(
+    targets: list[ServiceTarget], options: EngineOptions | None = None
+) -> list[ServiceResult]:
+    """-sR: grind every given (open) port without version detection, in parallel.
+
+    Ports that turn out not to be RPC come back as plain open results (service None).
+    """
+    options = options or EngineOptions()
+    limit = options.max_parallelism or TIMING_PARALLELISM.get(options.timing, 20)
+    sem = asyncio.Semaphore(max(1, limit))
+    cache = PortmapCache()
+
+    async def one(t: ServiceTarget) -> ServiceResult:
+        base = ServiceResult(t.address, t.port, t.proto, state="open")
+        if t.hostname:
+            base.hostnames = [t.hostname]
+        async with sem:
+            info, grind = await identify(t.address, t.port, t.proto, options, cache=cache)
+        if info is not None:
+            return apply_rpc(base, info)
+        if grind is not None and grind.outcome is Outcome.PROMISCUOUS:
+            return dataclasses.replace(
+                base, service="rpcbind", extrainfo="accepts any RPC program", method="probed"
+            )
+        if grind is not None and grind.outcome in (Outcome.EXHAUSTED, Outcome.DENIED):
+            # It speaks RPC, we just cannot name the program.
+            return dataclasses.replace(base, service="rpcbind", method="probed", conf=10)
+        return base
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
