@@ -1,0 +1,141 @@
+"""The SF- service fingerprint writer: nmap's format for responses nothing recognized.
+
+    SF-Port{port}-{TCP|UDP}:V={version}[%T=SSL]%I={intensity}%D={month}/{day}%Time={hex unix}
+    %P={platform}%r({probe},{hex total length},"{escaped response}")...;
+
+The text is wrapped exactly as nmap wraps it: a newline plus "SF:" is inserted whenever the
+running length (wrappers included) reaches 74 modulo 75, so every line is 74 characters and
+continuation lines start with "SF:". The terminating ';' is never wrapped.
+Escaping (what nmap's reader, and `probes.fpreader`, expect): ASCII letters and digits raw;
+NUL as \\0 (\\x00 when a digit follows, so a regex engine cannot read \\0 + digit as octal);
+the regex metacharacters \\ ? " [ ] ( ) . * + $ ^ | backslash-escaped; other ASCII punctuation
+raw; \\r \\n \\t; everything else (space included) \\xHH in lower case.
+At most 900 bytes of each response are written (the length field still gives the total);
+no response is added once the text is longer than 2200 characters.
+"""
+
+from __future__ import annotations
+
+import string
+import sys
+import time
+
+from servprobe import __version__
+
+WRAP = 74
+MAX_RESPONSE = 900
+MAX_LENGTH = 2200
+_ALNUM = frozenset((string.ascii_letters + string.digits).encode())
+_META = frozenset(b'\\?"[]().*+$^|')
+_PUNCT = frozenset(string.punctuation.encode())
+_DIGITS = frozenset(string.digits.encode())
+
+
+def platform_triplet() -> str:
+    """Something like nmap's NMAP_PLATFORM (x86_64-pc-linux-gnu)."""
+    import platform
+
+    machine = platform.machine() or "unknown"
+    system = sys.platform
+    if system.startswith("linux"):
+        return f"{machine}-pc-linux-gnu"
+    if system == "darwin":
+        return f"{machine}-apple-darwin"
+    if system == "win32":
+        return f"{machine}-pc-windows-windows"
+    return f"{machine}-unknown-{system}"
+
+
+def escape_response(data: bytes) -> str:
+    """One response as nmap writes it inside %r(...,"...")."""
+    out: list[str] = []
+    n = len(data)
+    for i, b in enumerate(data):
+        if b in _ALNUM:
+            out.append(chr(b))
+        elif b == 0:
+            out.append("\\x00" if i + 1 < n and data[i + 1] in _DIGITS else "\\0")
+        elif b in _META:
+            out.append("\\" + chr(b))
+        elif b in _PUNCT:
+            out.append(chr(b))
+        elif b == 0x0D:
+            out.append("\\r")
+        elif b == 0x0A:
+            out.append("\\n")
+        elif b == 0x09:
+            out.append("\\t")
+        else:
+            out.append(f"\\x{b:02x}")
+    return "".join(out)
+
+
+class FingerprintBuilder:
+    """Accumulates responses of one service into an SF- fingerprint, wrapped as nmap does."""
+
+    __slots__ = ("_chars", "intensity", "now", "platform", "port", "proto", "tls")
+
+    def __init__(
+        self,
+        port: int,
+        proto: str,
+        intensity: int,
+        tls: bool = False,
+        now: float | None = None,
+        platform: str | None = None,
+    ) -> None:
+        self.port = port
+        self.proto = proto
+        self.intensity = intensity
+        self.tls = tls
+        self.now = now
+        self.platform = platform
+        self._chars: list[str] = []  # already-wrapped text
+
+    def __len__(self) -> int:
+        return len(self._chars)
+
+    def _add(self, text: str) -> None:
+        chars = self._chars
+        for c in text:
+            if len(chars) % (WRAP + 1) == WRAP:
+                chars.extend("\nSF:")
+            chars.append(c)
+
+    def add(self, probe_name: str, data: bytes) -> None:
+        if not data or len(self._chars) > MAX_LENGTH:
+            return
+        if not self._chars:
+            when = time.time() if self.now is None else self.now
+            tm = time.localtime(when)
+            head = (
+                f"SF-Port{self.port}-{self.proto.upper()}:V={__version__}"
+                f"{'%T=SSL' if self.tls else ''}%I={self.intensity}"
+                f"%D={tm.tm_mon}/{tm.tm_mday}%Time={int(when):X}"
+                f"%P={self.platform or platform_triplet()}"
+            )
+            self._add(head)
+        self._add(f'%r({probe_name},{len(data):X},"')
+        self._add(escape_response(data[:MAX_RESPONSE]))
+        self._add('")')
+
+    def text(self) -> str | None:
+        if not self._chars:
+            return None
+        return "".join(self._chars) + ";"
+
+
+def build_fingerprint(
+    port: int,
+    proto: str,
+    intensity: int,
+    responses: list[tuple[str, bytes]],
+    tls: bool = False,
+    now: float | None = None,
+    platform: str | None = None,
+) -> str | None:
+    """Convenience: the fingerprint of a list of (probe name, response) pairs."""
+    fp = FingerprintBuilder(port, proto, intensity, tls, now, platform)
+    for name, data in responses:
+        fp.add(name, data)
+    return fp.text()
