@@ -1,0 +1,95 @@
+"""Shared pytest fixtures: the real Debian daemons of tests/daemons.py, session-scoped.
+
+Each daemon starts at most once per test session, on first use, and stops at session end
+(also when tests fail). A daemon that cannot start makes the tests using it error out with
+its log: a missing package or a broken daemon is a failure, never a skip.
+Tests using these fixtures should carry `pytest.mark.daemon`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import daemons  # tests/ is not a package; helpers are imported by name
+from daemons import Daemon
+
+
+@pytest.fixture(scope="session")
+def sshd_daemon() -> Iterator[Daemon]:
+    with daemons.sshd() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def nginx_daemon() -> Iterator[Daemon]:
+    with daemons.nginx() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def vsftpd_daemon() -> Iterator[Daemon]:
+    with daemons.vsftpd() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def postfix_daemon() -> Iterator[Daemon]:
+    with daemons.postfix() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def redis_daemon() -> Iterator[Daemon]:
+    with daemons.redis() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def memcached_daemon() -> Iterator[Daemon]:
+    with daemons.memcached() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def dnsmasq_daemon() -> Iterator[Daemon]:
+    with daemons.dnsmasq() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def postgresql_daemon() -> Iterator[Daemon]:
+    with daemons.postgresql() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def stunnel_daemon(sshd_daemon: Daemon, redis_daemon: Daemon) -> Iterator[Daemon]:
+    """stunnel4 with endpoints stunnel-ssh (→ sshd) and stunnel-redis (→ redis)."""
+    with daemons.stunnel({"ssh": sshd_daemon, "redis": redis_daemon}) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def all_daemons(
+    sshd_daemon: Daemon,
+    nginx_daemon: Daemon,
+    vsftpd_daemon: Daemon,
+    postfix_daemon: Daemon,
+    redis_daemon: Daemon,
+    memcached_daemon: Daemon,
+    dnsmasq_daemon: Daemon,
+    postgresql_daemon: Daemon,
+    stunnel_daemon: Daemon,
+) -> dict[str, Daemon]:
+    """Every daemon, by name (the same instances the single fixtures give)."""
+    return {
+        d.name: d
+        for d in (sshd_daemon, nginx_daemon, vsftpd_daemon, postfix_daemon, redis_daemon,
+                  memcached_daemon, dnsmasq_daemon, postgresql_daemon, stunnel_daemon)
+    }
