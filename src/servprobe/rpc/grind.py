@@ -178,7 +178,9 @@ class Grinder:
         return min(self._hits) if self._hits else len(self.programs)
 
     def _current_rto(self, tries: int) -> float:
-        base = self.rto if self._srtt is None else max(self.min_rto, min(self.max_rto, 4 * self._srtt))
+        base = (
+            self.rto if self._srtt is None else max(self.min_rto, min(self.max_rto, 4 * self._srtt))
+        )
         return base * (2 ** (tries - 1))
 
     def _encode(self, xid: int, prog: int) -> bytes:
@@ -190,9 +192,11 @@ class Grinder:
             return
         if self._hits:
             best = min(self._hits)
-            if self._canary_done and not any(
-                p.index < best and p.index >= 0 for p in self._pending.values()
-            ) and not any(i < best for i, _ in self._queue if i >= 0):
+            if (
+                self._canary_done
+                and not any(p.index < best and p.index >= 0 for p in self._pending.values())
+                and not any(i < best for i, _ in self._queue if i >= 0)
+            ):
                 self._finish(Outcome.FOUND)
             return
         if self._next >= len(self.programs) and not self._pending and not self._queue:
@@ -291,7 +295,7 @@ class Grinder:
             rtt = max(0.0, now - pending.sent_at)
             self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
         if reply.reject is not None:
-            self._denied(reply)
+            self._denied(reply, pending)
             return
         reached = reply.accept in _REACHED
         if pending.index == -1:
@@ -323,10 +327,11 @@ class Grinder:
         else:
             self._finish(Outcome.NOT_RPC, detail)
 
-    def _denied(self, reply: Reply) -> None:
+    def _denied(self, reply: Reply, pending: _Pending) -> None:
         if reply.reject == RejectStat.AUTH_ERROR and self._cred == AUTH_NONE:
             # Some servers refuse AUTH_NONE outright; ask again with AUTH_SYS, from the start.
             self._cred = AUTH_SYS
+            self._queue.append((pending.index, pending.prog))
             self._requeue_all()
             return
         what = (

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 
 from ..engine.options import TIMING_PARALLELISM, EngineOptions, ServiceTarget
 from ..result import RpcInfo, ServiceResult
-from .grind import GrindResult, Grinder, Outcome
+from .grind import Grinder, GrindResult, Outcome
 from .portmap import PMAP_PORT, PortMap, merge, parse_dump_reply
 from .portmap import dump_call as _dump_call
 from .protocol import RpcError

@@ -134,7 +134,9 @@ def load_table(
     paths = list(extra_files or [])
     if system:
         paths.append(SYSTEM_RPC)
-        paths.extend(NMAP_RPC_PATHS[:1] if os.path.exists(NMAP_RPC_PATHS[0]) else NMAP_RPC_PATHS[1:])
+        paths.extend(
+            NMAP_RPC_PATHS[:1] if os.path.exists(NMAP_RPC_PATHS[0]) else NMAP_RPC_PATHS[1:]
+        )
     extra_programs: list[RpcProgram] = []
     for path in paths:
         if not os.path.exists(path):
