@@ -1,0 +1,396 @@
+"""Port scan without privileges: TCP connect scan, connected-socket UDP scan, host discovery.
+
+TCP: a non-blocking connect() per port. Success → open (syn-ack); ECONNREFUSED → closed
+(conn-refused); no answer within the timeout, after `retries` more tries → filtered
+(no-response); ICMP errors → filtered (host-unreach, net-unreach, admin-prohibited).
+A connect that lands on its own source port (possible when scanning the ephemeral range on
+loopback: TCP simultaneous open) is not a service and counts as closed.
+
+UDP: an empty datagram on a connected socket. The kernel turns an ICMP port-unreachable into
+ECONNREFUSED on the socket → closed (port-unreach); a reply → open (udp-response); silence →
+open|filtered (no-response). The service probes decide open|filtered ports later.
+
+Host discovery (skipped with -Pn): like nmap without root, a TCP connect to 80 and 443 — and
+to the scanned TCP ports when there are few of them — a host is up if any connect succeeds or
+is refused.
+
+Concurrency: one semaphore bounds sockets in flight for the whole scan (across hosts), under
+the file-descriptor limit; EMFILE/ENOBUFS make a probe wait and retry without counting a try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import resource
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+# per timing template: (connect timeout s, retries, sockets in flight)
+TIMING = {
+    0: (5.0, 2, 1),
+    1: (3.0, 2, 1),
+    2: (2.0, 2, 10),
+    3: (1.0, 1, 512),
+    4: (0.5, 1, 1024),
+    5: (0.3, 0, 2048),
+}
+
+_ICMP_REASONS = {
+    errno.EHOSTUNREACH: "host-unreach",
+    errno.ENETUNREACH: "net-unreach",
+    errno.EACCES: "admin-prohibited",
+    errno.EPERM: "admin-prohibited",
+}
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL, errno.EAGAIN}
+
+_RETRY = object()
+
+PortCallback = Callable[[str, int, str, str], None]  # proto, port, state, reason
+
+
+@dataclass
+class PortScanConfig:
+    timeout: float = 1.0
+    retries: int = 1
+    concurrency: int = 512
+    discovery_ports: tuple[int, ...] = (80, 443)
+    discovery_extra_max: int = 10  # scanned TCP ports also used for discovery, if this few
+
+
+def config_for_timing(timing: int, max_parallelism: int | None = None) -> PortScanConfig:
+    timeout, retries, conc = TIMING.get(timing, TIMING[3])
+    if max_parallelism:
+        conc = min(conc, max_parallelism) if timing < 3 else max(1, max_parallelism)
+    return PortScanConfig(timeout=timeout, retries=retries, concurrency=fd_budget(conc))
+
+
+def fd_budget(wanted: int) -> int:
+    """Raise the soft descriptor limit as far as allowed; keep headroom for the engine."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        target = min(target, 1 << 20)
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (ValueError, OSError):
+        soft = 1024
+    return max(1, min(wanted, (soft - 256) // 2))
+
+
+@dataclass
+class HostPorts:
+    """What the port scan found on one host."""
+
+    address: str
+    up: bool = True
+    reason: str = ""
+    latency: float | None = None
+    states: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+
+    def count(self, proto: str, state: str) -> int:
+        return sum(1 for (pr, _), (st, _) in self.states.items() if pr == proto and st == state)
+
+
+class ConnectPool:
+    """Many non-blocking TCP connects watched by one epoll set (itself watched by asyncio).
+
+    Why not a task per port: on loopback a scan is bound by per-port overhead, and a future,
+    a task and a selector registration in asyncio per port cost more than the connect. Here
+    a port costs socket(), connect(), one epoll registration and getsockopt(SO_ERROR).
+    Timeouts: every connect has the same timeout, so a FIFO of deadlines is enough.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._ep = select.epoll()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._ep.fileno(), self._drain)
+        self._inflight: dict[int, tuple[socket.socket, Callable[[tuple[str, str] | None], None]]] = {}
+        self._deadlines: deque[tuple[float, int, socket.socket]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self.limit = 1 << 30
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._ep.fileno())
+        for sock, _ in self._inflight.values():
+            sock.close()
+        self._inflight.clear()
+        self._ep.close()
+        if self._timer:
+            self._timer.cancel()
+
+    def start(
+        self,
+        address: str,
+        port: int,
+        family: int,
+        done: Callable[[tuple[str, str] | None], None],
+    ) -> None:
+        """Begin one connect; `done((state, reason))` later, or `done(None)` if it must be
+        retried for lack of resources (EMFILE, no ephemeral port)."""
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno in _TRANSIENT:
+                done(None)
+                return
+            raise
+        sock.setblocking(False)
+        self.sent += 1
+        err = sock.connect_ex((address, port))
+        if err != errno.EINPROGRESS:
+            result = _finish(sock, err)
+            sock.close()
+            done(result)
+            return
+        fd = sock.fileno()
+        self._ep.register(fd, select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP)
+        self._inflight[fd] = (sock, done)
+        self._deadlines.append((time.monotonic() + self.timeout, fd, sock))
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.timeout, self._expire)
+
+    def _complete(self, fd: int, result: tuple[str, str] | None) -> None:
+        sock, done = self._inflight.pop(fd)
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass
+        sock.close()
+        done(result)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def changed(self) -> None:
+        """Return after the next connect completes (or fails)."""
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def _drain(self) -> None:
+        for fd, _ in self._ep.poll(0, 4096):
+            entry = self._inflight.get(fd)
+            if entry is None:
+                continue
+            sock = entry[0]
+            self._complete(fd, _finish(sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)))
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, fd, sock = self._deadlines.popleft()
+            entry = self._inflight.get(fd)
+            if entry is not None and entry[0] is sock:
+                self._complete(fd, ("filtered", "no-response"))
+        if self._deadlines:
+            delay = max(0.01, self._deadlines[0][0] - now)
+            self._timer = self._loop.call_later(delay, self._expire)
+
+
+def _finish(sock: socket.socket, err: int) -> tuple[str, str] | None:
+    """(state, reason) from a connect's outcome; None for a transient local shortage."""
+    if err == 0:
+        try:
+            if sock.getsockname()[:2] == sock.getpeername()[:2]:
+                return ("closed", "self-connect")
+        except OSError:
+            return ("closed", "reset")
+        return ("open", "syn-ack")
+    if err == errno.ECONNREFUSED:
+        return ("closed", "conn-refused")
+    if err in _TRANSIENT:
+        return None
+    if err == errno.ECONNRESET:
+        return ("closed", "reset")
+    return ("filtered", _ICMP_REASONS.get(err, "unreach"))
+
+
+class PortScanner:
+    """Connect scans with one shared bound on sockets in flight (across hosts)."""
+
+    def __init__(self, config: PortScanConfig | None = None) -> None:
+        self.config = config or PortScanConfig()
+        self._sem = asyncio.Semaphore(self.config.concurrency)  # UDP sockets
+        self._pool: ConnectPool | None = None
+        self.udp_sent = 0
+
+    @property
+    def probes_sent(self) -> int:
+        return (self._pool.sent if self._pool else 0) + self.udp_sent
+
+    def pool(self) -> ConnectPool:
+        if self._pool is None:
+            self._pool = ConnectPool(self.config.timeout)
+            self._pool.limit = self.config.concurrency
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # -- TCP ----------------------------------------------------------------------------------
+
+    async def tcp_ports(
+        self,
+        address: str,
+        ports: Iterable[int],
+        family: int,
+        record: Callable[[int, str, str], None],
+    ) -> None:
+        """Connect-scan `ports`, calling record(port, state, reason) as each is known."""
+        pool = self.pool()
+        queue = deque(ports)
+        tries_left: dict[int, int] = {}
+        retry: deque[int] = deque()
+        outstanding = len(queue)
+        short = False  # the kernel ran out of descriptors or ephemeral ports
+
+        def make_done(port: int) -> Callable[[tuple[str, str] | None], None]:
+            def done(result: tuple[str, str] | None) -> None:
+                nonlocal outstanding, short
+                if result is None:
+                    short = True
+                    retry.append(port)  # resource shortage: not a try
+                elif result[1] == "no-response" and tries_left.setdefault(port, self.config.retries) > 0:
+                    tries_left[port] -= 1
+                    retry.append(port)
+                else:
+                    outstanding -= 1
+                    record(port, *result)
+
+            return done
+
+        launched = 0
+        while outstanding:
+            while (retry or queue) and len(pool) < pool.limit and not short:
+                port = retry.popleft() if retry else queue.popleft()
+                pool.start(address, port, family, make_done(port))
+                launched += 1
+                if launched % 512 == 0:
+                    await asyncio.sleep(0)  # keep the loop responsive (signals, progress)
+            if not outstanding:
+                break
+            if short:
+                short = False
+                await asyncio.sleep(0.02)
+            elif (retry or queue) and len(pool) < pool.limit:
+                continue
+            else:
+                await pool.changed()
+
+    async def tcp_port(self, address: str, port: int, family: int = socket.AF_INET) -> tuple[str, str]:
+        """(state, reason) of one TCP port, with retries on silence."""
+        out: list[tuple[str, str]] = []
+        await self.tcp_ports(address, [port], family, lambda _p, st, rs: out.append((st, rs)))
+        return out[0]
+
+    # -- UDP ----------------------------------------------------------------------------------
+
+    async def udp_port(self, address: str, port: int, family: int = socket.AF_INET) -> tuple[str, str]:
+        """(state, reason) of one UDP port from an empty datagram."""
+        loop = asyncio.get_running_loop()
+        async with self._sem:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                try:
+                    sock.connect((address, port))
+                except OSError as exc:
+                    return ("filtered", _ICMP_REASONS.get(exc.errno or 0, "unreach"))
+                for _ in range(self.config.retries + 1):
+                    try:
+                        sock.send(b"")
+                        self.udp_sent += 1
+                        async with asyncio.timeout(self.config.timeout):
+                            await loop.sock_recv(sock, 1)
+                        return ("open", "udp-response")
+                    except TimeoutError:
+                        continue
+                    except ConnectionRefusedError:
+                        return ("closed", "port-unreach")
+                    except OSError as exc:
+                        return ("filtered", _ICMP_REASONS.get(exc.errno or 0, "unreach"))
+                return ("open|filtered", "no-response")
+            finally:
+                sock.close()
+
+    # -- hosts --------------------------------------------------------------------------------
+
+    async def discover(
+        self, address: str, family: int = socket.AF_INET, scanned_tcp: Iterable[int] = ()
+    ) -> tuple[bool, str, float | None]:
+        """(up, reason, latency): connect to 80/443 (and a few scanned ports) in parallel."""
+        ports = list(self.config.discovery_ports)
+        scanned = list(scanned_tcp)
+        if len(scanned) <= self.config.discovery_extra_max:
+            ports += [p for p in scanned if p not in ports]
+        started = time.monotonic()
+
+        async def one(port: int) -> tuple[str, str, float]:
+            state, reason = await self.tcp_port(address, port, family)
+            return state, reason, time.monotonic() - started
+
+        tasks = [asyncio.create_task(one(p)) for p in ports]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                state, reason, rtt = await fut
+                if state in ("open", "closed") and reason != "self-connect":
+                    return True, reason, rtt
+            return False, "no-response", None
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def scan_host(
+        self,
+        address: str,
+        ports: dict[str, list[int]],
+        family: int = socket.AF_INET,
+        on_port: PortCallback | None = None,
+        result: HostPorts | None = None,
+    ) -> HostPorts:
+        """Scan every port of one host; `on_port` hears each as soon as it is known.
+
+        Pass `result` to keep partial findings if this coroutine is cancelled.
+        """
+        hp = result or HostPorts(address)
+
+        def record(proto: str, port: int, state: str, reason: str) -> None:
+            hp.states[(proto, port)] = (state, reason)
+            if on_port is not None:
+                on_port(proto, port, state, reason)
+
+        async def udp() -> None:
+            async def one(port: int) -> None:
+                record("udp", port, *await self.udp_port(address, port, family))
+
+            await asyncio.gather(*(one(p) for p in ports.get("udp", [])))
+
+        jobs = []
+        if ports.get("tcp"):
+            jobs.append(
+                self.tcp_ports(
+                    address, ports["tcp"], family, lambda p, st, rs: record("tcp", p, st, rs)
+                )
+            )
+        if ports.get("udp"):
+            jobs.append(udp())
+        await asyncio.gather(*jobs)
+        return hp
