@@ -85,6 +85,18 @@ class ServiceResult:
 
 
 @dataclass(slots=True)
+class ExtraPorts:
+    """Ports of one state and protocol not listed one by one ("Not shown: 995 closed tcp
+    ports (conn-refused)"); `reasons` counts why, `ports` lists them for XML extrareasons."""
+
+    state: str
+    proto: Proto
+    count: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class HostResult:
     address: str
     hostnames: list[str] = field(default_factory=list)
@@ -95,6 +107,10 @@ class HostResult:
     extraports: dict[str, int] = field(default_factory=dict)
     starttime: float | None = None
     endtime: float | None = None
+    # added by the scanner (issue 4): per-protocol detail of `extraports`, latency, timeout
+    extra: list[ExtraPorts] = field(default_factory=list)
+    latency: float | None = None  # seconds, from host discovery
+    timedout: bool = False  # --host-timeout cut this host short
 
 
 @dataclass(slots=True)
@@ -110,3 +126,10 @@ class ScanRun:
     end: float | None = None
     interrupted: bool = False
     version: str = "0.1.0"
+    # added by the scanner (issue 4)
+    service_scan: bool = True  # -sV (version detection) ran
+    verbose: int = 0
+    debugging: int = 0
+    intensity: int = 7
+    hosts_total: int | None = None  # hosts tried, when `hosts` holds only the up ones
+    hosts_up: int | None = None
