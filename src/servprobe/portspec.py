@@ -39,7 +39,7 @@ class PortSpec:
 
 
 def _port(text: str, item: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "²" nor other Unicode digits
         raise PortSpecError("not a port number", item)
     value = int(text)
     if value > MAX_PORT:

@@ -26,6 +26,8 @@ from servprobe.probes.model import Identification, MatchLine
 LIMITS = {"product": 80, "version": 80, "hostname": 80, "info": 256, "ostype": 32, "devicetype": 32}
 CPE_LIMIT = 256
 _CPE_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
+# ASCII only: str.isdigit() also accepts "²" (latin-1 0xb2), which int() then rejects
+_DIGITS = frozenset("0123456789")
 
 
 class TemplateError(ValueError):
@@ -71,9 +73,9 @@ def _parse_args(text: str, pos: int) -> tuple[list[str | int], int]:
                 raise TemplateError("unterminated string in $ command")
             args.append(text[pos + 1 : end])
             pos = end + 1
-        elif c.isdigit():
+        elif c in _DIGITS:
             end = pos
-            while end < n and text[end].isdigit():
+            while end < n and text[end] in _DIGITS:
                 end += 1
             args.append(int(text[pos:end]))
             pos = end
@@ -116,7 +118,7 @@ def substitute(template: str, m: Any, *, cpe: bool = False) -> bytes:
             break
         out += template[i:j].encode("latin-1")
         k = j + 1
-        if k < n and template[k].isdigit():
+        if k < n and template[k] in _DIGITS:
             val = _group(m, int(template[k]))
             i = k + 1
         elif k < n and template[k].isalpha():
