@@ -181,10 +181,11 @@ def _parse_octet(part: str, text: str) -> tuple[tuple[int, int], ...]:
             lo_s, _, hi_s = item.partition("-")
             if "-" in hi_s:
                 raise TargetError("bad octet range", text)
-            lo = int(lo_s) if lo_s else 0
-            hi = int(hi_s) if hi_s else 255
+            # checked before int(): "*5-7" must be a TargetError, not a ValueError
             if not (lo_s.isdigit() or lo_s == "") or not (hi_s.isdigit() or hi_s == ""):
                 raise TargetError("bad octet range", text)
+            lo = int(lo_s) if lo_s else 0
+            hi = int(hi_s) if hi_s else 255
         else:
             if not item.isdigit():
                 raise TargetError("bad octet", text)
@@ -198,7 +199,7 @@ def _parse_octet(part: str, text: str) -> tuple[tuple[int, int], ...]:
 
 
 def _parse_prefix(text: str, prefix_s: str, bits: int) -> int:
-    if not prefix_s.isdigit():
+    if not (prefix_s.isascii() and prefix_s.isdigit()):  # "²" is a digit to str.isdigit
         raise TargetError("bad prefix length", text)
     prefix = int(prefix_s)
     if prefix > bits:
