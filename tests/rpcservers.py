@@ -13,14 +13,26 @@ misbehave on purpose:
   ignore_versions     answer SUCCESS to any version of a served program
 The server counts the calls it saw (`calls`), so tests can assert a grinder gave up early.
 It runs in a background thread; use it as a context manager so it always stops.
+
+Also here: rpcbind() and statd(), context managers that run the real Debian daemons on
+loopback for the integration tests and always stop what they started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
 
 from servprobe.rpc.protocol import (
     AUTH_SYS,
@@ -63,6 +75,8 @@ class RpcTestServer:
         self.sock.bind((self.host, 0))
         self.port: int = self.sock.getsockname()[1]
         self.sock.settimeout(0.05)
+        if self.proto == "tcp":
+            self.sock.listen(64)  # before start(): a client may connect at once
 
     # -- the RPC logic ---------------------------------------------------------------------
     def answer(self, msg: bytes) -> bytes | None:
@@ -111,7 +125,6 @@ class RpcTestServer:
                 self.sock.sendto(out, peer)
 
     def _serve_tcp(self) -> None:
-        self.sock.listen(16)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -175,3 +188,115 @@ class RpcTestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- real daemons: rpcbind (port 111) and rpc.statd ----------------------------------
+
+RPCBIND = shutil.which("rpcbind") or "/usr/sbin/rpcbind"
+STATD = shutil.which("rpc.statd") or "/usr/sbin/rpc.statd"
+RPCINFO = shutil.which("rpcinfo") or "/usr/sbin/rpcinfo"
+HOST = "127.0.0.1"
+
+
+def _require(path: str) -> None:
+    if not Path(path).exists():
+        pytest.fail(f"{path} missing: install rpcbind and nfs-common (Makefile APT_PACKAGES)")
+
+
+def _free_port_both() -> int:
+    """A port free on TCP and UDP at once (statd serves the same number on both)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind((HOST, 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def _tcp_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _rpcinfo() -> str:
+    out = subprocess.run([RPCINFO, "-p", HOST], capture_output=True, text=True, timeout=10)
+    return out.stdout
+
+
+@contextlib.contextmanager
+def rpcbind() -> Iterator[subprocess.Popen[bytes] | None]:
+    """rpcbind on 111; yields our process, or None when a portmapper was already there."""
+    _require(RPCBIND)
+    if _tcp_open(111) and "portmapper" in _rpcinfo():
+        yield None  # a previous run or someone else's: use it, do not stop it
+        return
+    proc = subprocess.Popen([RPCBIND, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not _tcp_open(111):
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                pytest.fail(f"rpcbind exited with {proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                pytest.fail("rpcbind did not open port 111")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class Statd:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+
+@contextlib.contextmanager
+def statd(registered: bool = True) -> Iterator[Statd]:
+    _require(STATD)
+    port = _free_port_both()
+    with tempfile.TemporaryDirectory(prefix="servprobe-statd-") as state:
+        Path(state, "sm").mkdir()
+        Path(state, "sm.bak").mkdir()
+        proc = subprocess.Popen(
+            [STATD, "--no-notify", "-F", "-d", "-p", str(port), "-P", state],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    pytest.fail(f"rpc.statd exited with {proc.returncode}: {err}")
+                ready = _tcp_open(port)
+                if ready and registered:
+                    ready = any(
+                        line.split()[:1] == ["100024"] and line.split()[3] == str(port)
+                        for line in _rpcinfo().splitlines()
+                        if len(line.split()) >= 4
+                    )
+                if ready:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"rpc.statd not ready on port {port}")
+                time.sleep(0.1)
+            yield Statd(proc, port)
+        finally:
+            _stop(proc)

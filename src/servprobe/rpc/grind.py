@@ -114,7 +114,7 @@ class Grinder:
         stream: bool,
         window: int = 32,
         max_tries: int = 4,
-        rto: float = 0.5,
+        rto: float = 0.3,
         min_rto: float = 0.1,
         max_rto: float = 2.0,
         reply_timeout: float = 3.0,

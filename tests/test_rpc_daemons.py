@@ -1,0 +1,91 @@
+"""RPC grinding against real daemons: Debian's rpcbind and rpc.statd (nfs-common) on loopback.
+
+rpcbind always binds port 111 (TCP and UDP); the tests start it unless a portmapper already
+answers there (then they use it and never stop it). rpc.statd runs without kernel NFS with
+--no-notify, its state in a temporary directory, on a free port, registered with rpcbind.
+
+The portmapper "blocked" by option: EngineOptions(rpc_portmapper=False) must not consult
+111 at all. Really unreachable: tests/test_rpc_daemons_blocked.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rpcservers import HOST, Statd, rpcbind, statd
+from servprobe.engine.options import EngineOptions, ServiceTarget
+from servprobe.result import ServiceResult
+from servprobe.rpc.grinder import grind_result, query_portmapper, rpc_scan, wants_grind
+
+pytestmark = pytest.mark.daemon
+
+@pytest.fixture(scope="module")
+def rpc_env() -> Iterator[Statd]:
+    with rpcbind(), statd() as s:
+        yield s
+
+
+def rpc_result(port: int, proto: str) -> ServiceResult:
+    """What version detection reports for a SunRPC port before grinding."""
+    return ServiceResult(HOST, port, proto, service="rpcbind", method="probed", conf=10)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_portmapper_dump_lists_statd(rpc_env: Statd) -> None:
+    pmap = run(query_portmapper(HOST))
+    assert pmap is not None
+    assert pmap.programs_at("tcp", rpc_env.port) == {100024: [1]}
+    assert pmap.programs_at("udp", rpc_env.port) == {100024: [1]}
+    assert pmap.programs_at("tcp", 111)[100000] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_statd_named_via_portmapper(rpc_env: Statd, proto: str) -> None:
+    before = rpc_result(rpc_env.port, proto)
+    assert wants_grind(before)
+    out = run(grind_result(before, EngineOptions()))
+    assert (out.service, out.version, out.extrainfo) == ("status", "1", "RPC #100024")
+    assert out.rpc is not None and out.rpc.via == "portmapper"
+    assert (out.rpc.program, out.rpc.lowver, out.rpc.highver) == (100024, 1, 1)
+    assert not wants_grind(out)
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_rpcbind_itself_named(rpc_env: Statd, proto: str) -> None:
+    out = run(grind_result(rpc_result(111, proto), EngineOptions()))
+    assert (out.service, out.version, out.extrainfo) == ("rpcbind", "2-4", "RPC #100000")
+    assert out.display_version() == "2-4 (RPC #100000)"
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_statd_ground_with_portmapper_disabled(rpc_env: Statd, proto: str) -> None:
+    out = run(grind_result(rpc_result(rpc_env.port, proto), EngineOptions(rpc_portmapper=False)))
+    assert (out.service, out.version, out.extrainfo) == ("status", "1", "RPC #100024")
+    assert out.rpc is not None and out.rpc.via == "grind"
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_rpcbind_ground_with_portmapper_disabled(rpc_env: Statd, proto: str) -> None:
+    out = run(grind_result(rpc_result(111, proto), EngineOptions(rpc_portmapper=False)))
+    assert (out.service, out.version, out.rpc.via) == ("rpcbind", "2-4", "grind")
+
+
+def test_rpc_scan_over_rpcbind_and_statd(rpc_env: Statd) -> None:
+    targets = [ServiceTarget(HOST, 111, "tcp"), ServiceTarget(HOST, rpc_env.port, "udp"),
+               ServiceTarget(HOST, rpc_env.port, "tcp")]
+    out = run(rpc_scan(targets, EngineOptions()))
+    assert [(r.port, r.proto, r.service, r.version, r.rpc.via) for r in out] == [
+        (111, "tcp", "rpcbind", "2-4", "portmapper"),
+        (rpc_env.port, "udp", "status", "1", "portmapper"),
+        (rpc_env.port, "tcp", "status", "1", "portmapper"),
+    ]

@@ -1,0 +1,38 @@
+"""Pure grinding of a real rpc.statd whose portmapper is really unreachable.
+
+statd registers with an rpcbind started here, then that rpcbind is stopped: statd keeps
+serving, port 111 refuses connections, and the grinder must name statd on its own. (This
+lives in its own module so the module-scoped rpcbind of test_rpc_daemons.py is gone.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rpcservers import HOST, _stop, _tcp_open, rpcbind, statd
+from servprobe.engine.options import EngineOptions
+from servprobe.result import ServiceResult
+from servprobe.rpc.grinder import grind_result, query_portmapper
+
+pytestmark = pytest.mark.daemon
+
+
+def test_statd_ground_when_rpcbind_is_unreachable() -> None:
+    with rpcbind() as rb:
+        if rb is None:
+            pytest.skip("port 111 is held by a portmapper this test did not start")
+        with statd() as s:
+            _stop(rb)
+            assert not _tcp_open(111)
+            assert asyncio.run(query_portmapper(HOST, timeout=1.0)) is None
+            for proto in ("tcp", "udp"):
+                before = ServiceResult(HOST, s.port, proto, service="rpcbind", method="probed")
+                out = asyncio.run(grind_result(before, EngineOptions()))
+                assert (out.service, out.version, out.extrainfo) == ("status", "1", "RPC #100024")
+                assert out.rpc is not None and out.rpc.via == "grind"
