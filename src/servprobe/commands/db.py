@@ -1,0 +1,189 @@
+"""`servprobe db check FILE`: parse and check a probe database, report counts and errors.
+
+Every error is printed as FILE:LINE: message (all of them, not just the first); the exit
+status is 1 when there is any, 0 otherwise, 2 for usage errors. Pattern verdicts are cached
+per file content (sha256), so re-checking an unchanged file takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+EPILOG = """\
+examples:
+  servprobe db check /usr/share/nmap/nmap-service-probes
+  servprobe db check bundled --json
+  servprobe db check my-probes --examples tests/data/examples
+
+FILE may be a path, "nmap" (nmap's installed file) or "bundled" (ours); default: the file
+a scan would use (nmap's if installed, else the bundled one).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"servprobe db: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="servprobe db",
+        description="Probe-database tools.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    chk = sub.add_parser(
+        "check",
+        help="parse and compile every line; print counts and every FILE:LINE error",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chk.add_argument("file", nargs="?", default=None, metavar="FILE")
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
+    chk.add_argument("--examples", metavar="DIR", help="also check example responses in DIR")
+    chk.add_argument("--no-cache", action="store_true", help="ignore cached pattern verdicts")
+    chk.add_argument(
+        "--no-prefilter",
+        action="store_true",
+        help="do not build/check the hyperscan prefilter databases",
+    )
+    sub.add_parser("path", help="print the probe file a scan would use")
+    return ap
+
+
+def counts(db: Any) -> dict[str, Any]:
+    lines = [m for p in db.probes for m in p.matches]
+    return {
+        "probes": len(db.probes),
+        "tcp_probes": sum(1 for p in db.probes if p.proto == "tcp"),
+        "udp_probes": sum(1 for p in db.probes if p.proto == "udp"),
+        "match": sum(1 for m in lines if not m.soft),
+        "softmatch": sum(1 for m in lines if m.soft),
+        "services": len({m.service for m in lines}),
+        "lines_with_cpe": sum(1 for m in lines if m.template.cpes),
+        "excluded_ports": len(db.exclude),
+    }
+
+
+def _examples(db: Any, directory: str) -> tuple[list[str], list[str]] | str:
+    """(lines without examples, failing examples) from H5's checker, or an explanation."""
+    try:
+        from servprobe.probes import examples
+    except ImportError:
+        return "example checking is not available (servprobe.probes.examples missing)"
+    result = examples.check(db, directory)
+    if isinstance(result, tuple) and len(result) == 2:
+        missing, failing = result
+    else:
+        missing = getattr(result, "missing", getattr(result, "without_examples", []))
+        failing = getattr(result, "failing", getattr(result, "failures", []))
+    return [str(x) for x in missing], [str(x) for x in failing]
+
+
+def check(args: argparse.Namespace) -> int:
+    from servprobe.probes.loader import make_prefilter, parse_checked, resolve_path
+    from servprobe.probes.matcher import Matcher
+    from servprobe.probes.parser import ProbeFileError, read_file
+
+    t0 = time.perf_counter()
+    try:
+        path = resolve_path(args.file)
+        data = read_file(path)
+    except ProbeFileError as exc:
+        print(f"servprobe db: {exc}", file=sys.stderr)
+        return 2
+    db, errors, cached = parse_checked(data, str(path), use_cache=not args.no_cache)
+    report: dict[str, Any] = {"file": str(path), "sha256": db.sha256, **counts(db)}
+    report["patterns_checked"] = "cache" if cached else "compiled"
+    prefilter_info: dict[str, Any] | None = None
+    if not args.no_prefilter:
+        try:
+            pf = make_prefilter(db, None)
+        except Exception as exc:  # hyperscan present but unusable on this CPU
+            pf = None
+            prefilter_info = {"error": str(exc)}
+        if pf is not None:
+            pf.build_all()
+            always = sum(len(pf.filter_for(p).always) for p in db.probes)
+            prefilter_info = {
+                "engine": "hyperscan",
+                "always_candidate_lines": always,
+                "built_seconds": round(pf.compile_seconds, 3),
+            }
+        db.matcher = Matcher(db, prefilter=pf)
+    report["prefilter"] = prefilter_info
+    report["errors"] = [
+        {"file": e.file, "line": e.line, "message": e.message, "kind": e.kind} for e in errors
+    ]
+    status = 1 if errors else 0
+    if args.examples:
+        ex = _examples(db, args.examples)
+        if isinstance(ex, str):
+            report["examples"] = {"error": ex}
+            status = max(status, 1)
+        else:
+            missing, failing = ex
+            report["examples"] = {"lines_without_examples": missing, "failing": failing}
+            if failing:
+                status = 1
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return status
+    for e in errors:
+        print(e)
+    print(f"{report['file']}  sha256 {db.sha256[:16]}…")
+    print(
+        f"  probes     {report['probes']} ({report['tcp_probes']} TCP, {report['udp_probes']} UDP)"
+    )
+    print(f"  match      {report['match']}")
+    print(f"  softmatch  {report['softmatch']}")
+    print(f"  services   {report['services']}")
+    print(f"  with cpe   {report['lines_with_cpe']}")
+    print(f"  excluded   {report['excluded_ports']} ports")
+    if prefilter_info and "engine" in prefilter_info:
+        print(
+            f"  prefilter  hyperscan, {prefilter_info['always_candidate_lines']} lines it cannot filter"
+        )
+    elif prefilter_info:
+        print(f"  prefilter  unavailable: {prefilter_info['error']}")
+    if "examples" in report:
+        ex = report["examples"]
+        if "error" in ex:
+            print(f"  examples   {ex['error']}")
+        else:
+            for line in ex["lines_without_examples"]:
+                print(f"no example: {line}")
+            for line in ex["failing"]:
+                print(f"failing example: {line}")
+            print(
+                f"  examples   {len(ex['lines_without_examples'])} lines without, {len(ex['failing'])} failing"
+            )
+    print(f"  errors     {len(errors)}" + ("" if not cached else "  (pattern checks from cache)"))
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.cmd == "check":
+        return check(args)
+    if args.cmd == "path":
+        from servprobe.probes.loader import resolve_path
+
+        print(resolve_path(None))
+        return 0
+    ap.print_usage(sys.stderr)
+    print("servprobe db: error: a command is required (check, path)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
