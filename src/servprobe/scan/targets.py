@@ -245,7 +245,9 @@ def parse_target(
             if any(len(r) != 1 or r[0][0] != r[0][1] for r in octets):
                 raise TargetError("CIDR prefix on an octet range", text)
             prefix = _parse_prefix(text, prefix_s, 32)
-            return NetworkSpec(text, ipaddress.IPv4Network(f"{host}/{prefix}", strict=False))
+            # from the parsed octets: ipaddress refuses "07", which the octet syntax accepts
+            base = ".".join(str(r[0][0]) for r in octets)
+            return NetworkSpec(text, ipaddress.IPv4Network(f"{base}/{prefix}", strict=False))
         return OctetSpec(text, octets)
 
     if host.isdigit():
