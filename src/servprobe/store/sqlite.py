@@ -93,7 +93,15 @@ class StoreError(Exception):
 
 def result_to_json(result: ServiceResult) -> str:
     """Every field of a ServiceResult, as JSON (rpc as an object, cpes as a list)."""
-    return json.dumps(dataclasses.asdict(result), ensure_ascii=False, separators=(",", ":"))
+    # ASCII JSON: a lone surrogate or any odd code point survives the UTF-8 round trip
+    return json.dumps(dataclasses.asdict(result), ensure_ascii=True, separators=(",", ":"))
+
+
+def _column(text: str | None) -> str | None:
+    """A text field for the query columns (JSON keeps the exact value): valid UTF-8 only."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ServiceResult))
@@ -324,9 +332,9 @@ class Store:
                 result.proto,
                 result.port,
                 result.state,
-                result.service,
-                result.product,
-                result.version,
+                _column(result.service),
+                _column(result.product),
+                _column(result.version),
                 finished,
                 result_to_json(result),
             ),
@@ -336,7 +344,8 @@ class Store:
         """Several results in one transaction (for batch imports; scans use record())."""
         rows = [
             (
-                scan_id, r.address, r.proto, r.port, r.state, r.service, r.product, r.version,
+                scan_id, r.address, r.proto, r.port, r.state,
+                _column(r.service), _column(r.product), _column(r.version),
                 r.finished if r.finished is not None else time.time(), result_to_json(r),
             )
             for r in results
