@@ -566,6 +566,86 @@ def stunnel(backends: dict[str, Daemon]) -> Iterator[Daemon]:
             yield Daemon("stunnel", "stunnel4", version, endpoints, d, log, proc.pid)
 
 
+# ---------------------------------------------------------------- what a scan should say
+
+# The Debian package whose version a wrapped service reports (for stunnel endpoints).
+PACKAGE_OF = {"sshd": "openssh-server", "redis": "redis-server"}
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What nmap's database identifies on an endpoint, derived from the installed packages.
+
+    `version` None means the database cannot tell a version at that intensity (the field
+    must then be empty); `version_or_later` holds for nmap's "X or later" answers, which
+    are right when the installed version is at least X.
+    """
+
+    service: str | None  # None: nothing identifiable (nmap says "unknown")
+    product: str | None = None
+    version: str | None = None
+    version_or_later: bool = False
+    extrainfo: str | None = None
+    hostname: str | None = None
+    tunnel: Literal["ssl"] | None = None
+    # the fields that vary per run (e.g. memcached's "uptime N seconds"): not compared
+    extrainfo_varies: bool = False
+
+    def version_ok(self, version: str | None, installed: str) -> bool:
+        if not self.version_or_later:
+            return version == self.version
+        if not version or not version.endswith(" or later"):
+            return False
+        return _vtuple(version.removesuffix(" or later")) <= _vtuple(upstream_version(installed))
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.replace("-", ".").split(".") if x.isdigit())
+
+
+def expected_identity(daemon: Daemon, endpoint: Endpoint, *, intensity: int = 7) -> Expected:
+    """What a correct scan (at `intensity`) reports for `endpoint`, from dpkg's versions.
+
+    Facts of nmap's database behind the mapping: OpenSSH's Debian banner gives
+    "UPSTREAM Debian REVISION" and "protocol 2.0"; nginx, vsftpd and dnsmasq give the upstream
+    version; Postfix gives no version but the SMTP hostname; Redis and memcached give their
+    version only to their own probes (rarity 8: sent at intensity >= 8 on a non-standard
+    port), and memcached over UDP is not recognised at all; PostgreSQL >= 9.6 only answers "9.6.0 or later" (a softmatch).
+    """
+    tunnel: Literal["ssl"] | None = None
+    name = daemon.name
+    installed = daemon.version
+    if endpoint.wraps:
+        tunnel = "ssl"
+        name = endpoint.wraps
+        installed = dpkg_version(PACKAGE_OF[name])
+    up = upstream_version(installed)
+    rich = intensity >= 8
+    if name == "sshd":
+        return Expected("ssh", "OpenSSH", f"{up} Debian {debian_revision(installed)}",
+                        extrainfo="protocol 2.0", tunnel=tunnel)
+    if name == "nginx":
+        return Expected("http", "nginx", up, tunnel="ssl" if endpoint.tls else None)
+    if name == "vsftpd":
+        return Expected("ftp", "vsftpd", up)
+    if name == "postfix":
+        # the DB's Postfix line captures the separator too: nmap reports " HOSTNAME"
+        return Expected("smtp", "Postfix smtpd", None, hostname=" " + daemon.extra["hostname"])
+    if name == "redis":
+        return Expected("redis", "Redis key-value store", up if rich else None, tunnel=tunnel)
+    if name == "memcached":
+        if endpoint.proto == "udp":
+            # 1.6's stats reply spans two datagrams; the DB's UDP lines want exactly one
+            return Expected(None)
+        return Expected("memcached", "Memcached", up if rich else None,
+                        extrainfo_varies=rich)
+    if name == "dnsmasq":
+        return Expected("domain", "dnsmasq", up)
+    if name == "postgresql":
+        return Expected("postgresql", "PostgreSQL DB", "9.6.0", version_or_later=True)
+    raise KeyError(f"no expectation for {name}")
+
+
 # ---------------------------------------------------------------- the whole set
 
 # Order matters only for stunnel, which needs its backends first.
