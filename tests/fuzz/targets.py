@@ -199,14 +199,17 @@ def fpreader(data: bytes) -> None:
     mod = _optional("servprobe.probes.fpreader")
     if mod is None:
         return
-    read = getattr(mod, "parse_fingerprint", None) or getattr(mod, "read_fingerprint", None)
-    if read is None:
-        return
-    error = getattr(mod, "FingerprintError", ValueError)
-    try:
-        read(data.decode("latin-1"))
-    except error:
-        pass
+    text = data.decode("latin-1")
+    for reader in (mod.parse_fingerprint, mod.read_fingerprints):
+        try:
+            got = reader(text)
+        except mod.FingerprintError as exc:
+            str(exc)
+            continue
+        for fp in got if isinstance(got, list) else [got]:
+            assert fp.proto in ("tcp", "udp")
+            for r in fp.responses:
+                assert isinstance(r.data, bytes) and r.length >= 0
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
