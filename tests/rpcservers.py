@@ -300,3 +300,31 @@ def statd(registered: bool = True) -> Iterator[Statd]:
             yield Statd(proc, port)
         finally:
             _stop(proc)
+
+
+# -- stand-alone mode (the benchmark runs servers in their own process, away from its GIL) --
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python tests/rpcservers.py --proto udp --program 100024:1:1` prints the port and
+    serves until stdin closes."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--proto", choices=("tcp", "udp"), default="udp")
+    ap.add_argument("--program", action="append", default=[], help="NUMBER:LOW:HIGH")
+    ap.add_argument("--mode", default="normal")
+    ap.add_argument("--drop-first", type=int, default=0)
+    args = ap.parse_args(argv)
+    progs = {}
+    for spec in args.program:
+        num, low, high = (int(x, 0) for x in spec.split(":"))
+        progs[num] = (low, high)
+    with RpcTestServer(progs, proto=args.proto, mode=args.mode, drop_first=args.drop_first) as srv:
+        print(srv.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

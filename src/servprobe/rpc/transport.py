@@ -86,12 +86,24 @@ async def grind_tcp(
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.queue.put_nowait(data)
+        self._wake()
 
     def error_received(self, exc: Exception) -> None:
         self.queue.put_nowait(exc)
+        self._wake()
+
+    def wakeup(self) -> asyncio.Future[None]:
+        """A future done when the next datagram (or error) arrives."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
 
 
 async def _open_udp(address: str, port: int) -> tuple[asyncio.DatagramTransport, _Datagrams]:
@@ -119,18 +131,23 @@ async def grind_udp(machine: Grinder, address: str, port: int) -> None:
                 break
             deadline = machine.next_deadline()
             wait = 0.05 if deadline is None else max(0.0, deadline - _now())
-            try:
-                item = await asyncio.wait_for(proto.queue.get(), wait)
-            except TimeoutError:
-                continue
-            if isinstance(item, Exception):
-                # ICMP port unreachable. One could be stale (from an earlier scan of the
-                # port); a few in a row mean nobody listens.
-                refused += 1
-                if isinstance(item, ConnectionRefusedError) and refused >= 3:
-                    machine.unreachable("udp port unreachable")
-                continue
-            machine.receive(item, _now())
+            if proto.queue.empty():
+                try:
+                    await asyncio.wait_for(proto.wakeup(), wait)
+                except TimeoutError:
+                    continue
+            # Take every datagram already here before polling again: one poll per batch
+            # keeps the window full without a scheduler round trip per reply.
+            while not proto.queue.empty() and not machine.done:
+                item = proto.queue.get_nowait()
+                if isinstance(item, Exception):
+                    # ICMP port unreachable. One could be stale (from an earlier scan of
+                    # the port); a few in a row mean nobody listens.
+                    refused += 1
+                    if isinstance(item, ConnectionRefusedError) and refused >= 3:
+                        machine.unreachable("udp port unreachable")
+                    continue
+                machine.receive(item, _now())
     finally:
         transport.close()
 
