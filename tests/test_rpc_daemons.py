@@ -89,3 +89,29 @@ def test_rpc_scan_over_rpcbind_and_statd(rpc_env: Statd) -> None:
         (rpc_env.port, "udp", "status", "1", "portmapper"),
         (rpc_env.port, "tcp", "status", "1", "portmapper"),
     ]
+
+
+@pytest.mark.slow
+def test_same_answers_as_nmap_sV(rpc_env: Statd) -> None:
+    """nmap -sV (its RPCCheck probe + rpc-grind) and our grinder agree on every column."""
+    import shutil
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    nmap = shutil.which("nmap")
+    if nmap is None:
+        pytest.fail("nmap is expected on the test machine (Makefile APT_PACKAGES)")
+    ports = [111, rpc_env.port]
+    xml = subprocess.run(
+        [nmap, "-n", "-Pn", "-sT", "-sV", "-p", ",".join(map(str, ports)), "-oX", "-", HOST],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    theirs = {}
+    for port in ET.fromstring(xml).iter("port"):
+        svc = port.find("service")
+        assert svc is not None
+        theirs[int(port.get("portid"))] = (svc.get("name"), svc.get("version"), svc.get("extrainfo"))
+    for portmapper in (False, True):
+        for port in ports:
+            out = run(grind_result(rpc_result(port, "tcp"), EngineOptions(rpc_portmapper=portmapper)))
+            assert (out.service, out.version, out.extrainfo) == theirs[port]
