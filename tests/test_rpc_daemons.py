@@ -115,3 +115,14 @@ def test_same_answers_as_nmap_sV(rpc_env: Statd) -> None:
         for port in ports:
             out = run(grind_result(rpc_result(port, "tcp"), EngineOptions(rpc_portmapper=portmapper)))
             assert (out.service, out.version, out.extrainfo) == theirs[port]
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_ipv6_loopback_via_rpcbind_v4_dump_and_grind(rpc_env: Statd, proto: str) -> None:
+    pmap = run(query_portmapper("::1"))
+    assert pmap is not None and pmap.source.endswith(("v4", "v3"))  # v2 knows no IPv6
+    assert pmap.programs_at(proto, rpc_env.port) == {100024: [1]}
+    for portmapper, via in ((True, "portmapper"), (False, "grind")):
+        r = ServiceResult("::1", rpc_env.port, proto, service="rpcbind", method="probed")
+        out = run(grind_result(r, EngineOptions(rpc_portmapper=portmapper)))
+        assert (out.service, out.version, out.rpc.via) == ("status", "1", via)

@@ -91,9 +91,12 @@ async def query_portmapper(
                     raw = await call_tcp(address, port, msg, timeout=timeout)
                 else:
                     raw = await call_udp(address, port, msg, timeout=timeout, tries=2)
-                entries = parse_dump_reply(raw, version, family)
             except (OSError, TimeoutError, RpcError, EOFError):
-                continue
+                break  # nobody (or no RPC) there on this transport: try the other one
+            try:
+                entries = parse_dump_reply(raw, version, family)
+            except RpcError:
+                continue  # e.g. PROG_MISMATCH: this portmapper lacks that version
             if version == 2 and family == 4:
                 # v2 lists IPv4 only and nothing else is needed for an IPv4 target.
                 return PortMap(entries, f"{proto}/{port} v2")
