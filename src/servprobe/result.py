@@ -111,6 +111,7 @@ class HostResult:
     extra: list[ExtraPorts] = field(default_factory=list)
     latency: float | None = None  # seconds, from host discovery
     timedout: bool = False  # --host-timeout cut this host short
+    hostname_types: list[str] = field(default_factory=list)  # parallel to hostnames: user|PTR
 
 
 @dataclass(slots=True)

@@ -1,0 +1,429 @@
+"""`servprobe [options] TARGETS`: the scanner people run, with nmap's flags for this job.
+
+Parses the flags (usage errors → message naming the offending text, exit 2, no traceback),
+builds targets, ports, engine options and reporters, then runs servprobe.scan.runner.
+Ctrl-C / SIGTERM stop the scan cleanly: every finished result still reaches every requested
+output, the XML is closed, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any
+
+from servprobe import __version__
+from servprobe.engine.options import EngineOptions, ServiceTarget
+from servprobe.escape import terminal_safe
+from servprobe.portspec import PortSpecError
+from servprobe.report.base import Outputs, Reporter
+from servprobe.report.grepable import GrepableReporter
+from servprobe.report.jsonl import JsonLinesReporter
+from servprobe.report.normal import NormalReporter
+from servprobe.report.xml import XmlReporter
+from servprobe.result import ScanRun, ServiceResult
+from servprobe.scan.ports import select_ports
+from servprobe.scan.portscan import config_for_timing
+from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
+from servprobe.scan.targets import TargetError, build_target_list
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+TIMING_NAMES = {"paranoid": 0, "sneaky": 1, "polite": 2, "normal": 3, "aggressive": 4, "insane": 5}
+
+EXAMPLES = """\
+examples:
+  servprobe                                   top 1000 TCP ports of 127.0.0.1
+  servprobe -p 22,80,443 192.168.1.0/24       three ports on a /24
+  servprobe -p- -T4 10.0.0.5                  all 65535 TCP ports, faster timing
+  servprobe -sU -p U:53,161,T:22 host.lan     UDP 53/161 and TCP 22
+  servprobe -F --version-light -oA scan 10.0.0.1-20
+                                              top 100 ports, light probing, scan.nmap/.xml/.gnmap
+  servprobe -iL hosts.txt --exclude 10.0.0.1 -oJ results.jsonl
+                                              targets from a file, JSON Lines streamed as found
+  servprobe --db bundled -p 8080 127.0.0.1    use servprobe's own probe database
+
+targets: 10.0.0.1  10.0.0.0/24  10.0.0-3.1-254  10.0.1,3,5-7.1  host.example  -6 ::1  -iL FILE
+times (--host-timeout): 500ms  10s  30m  2h  (a bare number is seconds)
+exit status: 0 done, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 SIGTERM
+"""
+
+
+class UsageError(Exception):
+    """A bad command line; the message names the offending text."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 itself; keep one format
+        raise UsageError(message)
+
+
+def parse_time(text: str) -> float:
+    """nmap's time spec: 500ms, 10s, 30m, 2h; a bare number is seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text or "")
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad time {text!r} (use e.g. 500ms, 10s, 30m, 2h)")
+    value = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"time must be positive: {text!r}")
+    return value
+
+
+def parse_timing(text: str) -> int:
+    t = text.strip().lower()
+    if t in TIMING_NAMES:
+        return TIMING_NAMES[t]
+    if t.isdigit() and 0 <= int(t) <= 5:
+        return int(t)
+    raise argparse.ArgumentTypeError(f"bad timing template {text!r} (0-5 or paranoid..insane)")
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def conv(text: str) -> int:
+        if not re.fullmatch(r"\d+", text.strip()):
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+        value = int(text)
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{text!r} out of range ({bound})")
+        return value
+
+    return conv
+
+
+def build_parser() -> _Parser:
+    p = _Parser(
+        prog="servprobe",
+        usage="servprobe [options] [TARGETS...]",
+        description="Find out what really runs behind open ports (nmap -sV compatible flags).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGETS", help="hosts, networks, ranges")
+    g = p.add_argument_group("scan types")
+    g.add_argument("-sV", dest="sV", action="store_true", help="version detection (on by default)")
+    g.add_argument("--no-sV", dest="no_sV", action="store_true", help="port scan only, no version detection")
+    g.add_argument("-sT", dest="sT", action="store_true", help="TCP connect scan (the default)")
+    g.add_argument("-sU", dest="sU", action="store_true", help="UDP scan")
+    g.add_argument("-sR", dest="sR", action="store_true", help="RPC grinding (part of -sV)")
+    g = p.add_argument_group("targets and host discovery")
+    g.add_argument("-iL", dest="input_file", metavar="FILE", help="read targets from FILE (- = stdin)")
+    g.add_argument("--exclude", action="append", default=[], metavar="HOSTS", help="comma-separated targets to skip")
+    g.add_argument("--excludefile", metavar="FILE", help="targets to skip, from FILE")
+    g.add_argument("-Pn", "-PN", "-P0", dest="Pn", action="store_true", help="skip host discovery: treat every host as up")
+    g.add_argument("-n", dest="no_dns", action="store_true", help="no reverse DNS")
+    g.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 targets")
+    g = p.add_argument_group("ports")
+    g.add_argument("-p", dest="ports", metavar="PORTS", help="e.g. 22,80-90,http,T:443,U:53; -p- for all")
+    g.add_argument("--exclude-ports", metavar="PORTS", help="ports to leave out")
+    g.add_argument("-F", dest="fast", action="store_true", help="fast: top 100 ports")
+    g.add_argument("--top-ports", type=_int_range(1, 65535), metavar="N", help="the N most common ports")
+    g = p.add_argument_group("version detection")
+    g.add_argument("--version-intensity", type=_int_range(0, 9), metavar="0-9", help="probe rarity limit (default 7)")
+    g.add_argument("--version-light", action="store_true", help="intensity 2")
+    g.add_argument("--version-all", action="store_true", help="intensity 9")
+    g.add_argument("--version-trace", action="store_true", help="show every probe sent and answer received")
+    g.add_argument("--allports", action="store_true", help="also probe ports the probe file excludes")
+    g.add_argument("--db", metavar="PATH|bundled|nmap", help="probe database (default: nmap's if installed, else bundled)")
+    g.add_argument("--probe-parallelism", type=_int_range(1, 64), metavar="N", help="speculative probe connections per service")
+    g.add_argument("--sequential", action="store_true", help="nmap's exact one-probe-at-a-time order and waits")
+    g = p.add_argument_group("timing")
+    g.add_argument("-T", dest="timing", type=parse_timing, default=3, metavar="0-5", help="timing template (default 3)")
+    g.add_argument("--max-parallelism", type=_int_range(1), metavar="N", help="services probed at once")
+    g.add_argument("--host-timeout", type=parse_time, metavar="TIME", help="give up on a host after TIME")
+    g = p.add_argument_group("output")
+    g.add_argument("-oN", metavar="FILE", help="normal output to FILE (- = stdout)")
+    g.add_argument("-oX", metavar="FILE", help="XML output (nmap.dtd)")
+    g.add_argument("-oG", metavar="FILE", help="grepable output")
+    g.add_argument("-oJ", metavar="FILE", help="JSON Lines, streamed as results arrive")
+    g.add_argument("-oA", metavar="BASE", help="BASE.nmap, BASE.xml and BASE.gnmap")
+    g.add_argument("-v", dest="verbose", action="count", default=0, help="more output (repeatable)")
+    g.add_argument("-d", dest="debug", action="count", default=0, help="debugging output (repeatable)")
+    g.add_argument("--no-progress", action="store_true", help="no live progress display")
+    g = p.add_argument_group("scan store")
+    g.add_argument("--store", metavar="PATH", help="record the scan in a SQLite store")
+    g.add_argument("--resume", metavar="PATH", help="continue an interrupted stored scan")
+    p.add_argument("-V", "--version", action="version", version=f"servprobe {__version__}")
+    return p
+
+
+def expand_combined(argv: list[str]) -> list[str]:
+    """nmap lets scan types combine (-sTV, -sUV) and -T take words; argparse does not."""
+    out: list[str] = []
+    for arg in argv:
+        m = re.fullmatch(r"-s([TUVR]{2,})", arg)
+        if m:
+            out.extend(f"-s{c}" for c in m.group(1))
+        else:
+            out.append(arg)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _open_out(path: str) -> tuple[IO[str], bool]:
+    if path == "-":
+        return sys.stdout, False
+    try:
+        return open(path, "w", encoding="utf-8", errors="backslashreplace"), True
+    except OSError as exc:
+        raise UsageError(f"cannot write output file {path!r}: {exc.strerror}") from None
+
+
+def build_outputs(args: argparse.Namespace) -> tuple[list[Reporter], bool]:
+    """Reporters for the requested outputs; the bool says whether the terminal gets the
+    normal output (not when another format was sent to stdout with `-`)."""
+    specs: list[tuple[str, str]] = []
+    if args.oA:
+        specs += [("N", args.oA + ".nmap"), ("X", args.oA + ".xml"), ("G", args.oA + ".gnmap")]
+    for kind in ("N", "X", "G", "J"):
+        path = getattr(args, f"o{kind}")
+        if path:
+            specs.append((kind, path))
+    reporters: list[Reporter] = []
+    to_stdout = any(path == "-" for _, path in specs)
+    for kind, path in specs:
+        fh, close = _open_out(path)
+        if kind == "N":
+            reporters.append(NormalReporter(fh, file_mode=path != "-", close=close))
+        elif kind == "X":
+            reporters.append(XmlReporter(fh, close=close))
+        elif kind == "G":
+            reporters.append(GrepableReporter(fh, close=close))
+        else:
+            reporters.append(JsonLinesReporter(fh, close=close))
+    return reporters, not to_stdout
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    intensity = 7
+    if args.version_light:
+        intensity = 2
+    if args.version_all:
+        intensity = 9
+    if args.version_intensity is not None:
+        intensity = args.version_intensity
+    opts = EngineOptions(
+        intensity=intensity,
+        allports=args.allports,
+        timing=args.timing,
+        max_parallelism=args.max_parallelism,
+        host_timeout=args.host_timeout,
+        version_trace=args.version_trace,
+        sequential=args.sequential,
+    )
+    if args.probe_parallelism is not None:
+        opts.probe_parallelism = args.probe_parallelism
+    if args.sR:
+        opts.rpc_grind = True
+    return opts
+
+
+def load_probe_db(choice: str | None) -> Any:
+    import servprobe
+
+    try:
+        return servprobe.load_db(choice)
+    except ImportError as exc:
+        raise UsageError(f"the probe database loader is not available ({exc})") from None
+    except (OSError, ValueError) as exc:
+        where = f" {choice!r}" if choice else ""
+        raise UsageError(f"cannot load probe database{where}: {exc}") from None
+
+
+def _stderr(msg: str) -> None:
+    print(f"servprobe: {msg}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        print("usage: servprobe [options] [TARGETS...]   (servprobe --help for more)", file=sys.stderr)
+        print(f"servprobe: error: {terminal_safe(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(expand_combined(argv))
+
+    if args.resume:
+        return _resume(args)
+    if args.ipv6 and not args.targets and not args.input_file:
+        args.targets = ["::1"]
+    targets_given = args.targets or ([] if args.input_file else ["127.0.0.1"])
+    try:
+        targets = build_target_list(
+            targets_given,
+            input_file=args.input_file,
+            exclude=args.exclude,
+            exclude_file=args.excludefile,
+            ipv6=args.ipv6,
+        )
+    except TargetError as exc:
+        raise UsageError(f"bad target: {exc}") from None
+
+    protos = (["tcp"] if (args.sT or not args.sU) else []) + (["udp"] if args.sU else [])
+    if args.fast and args.top_ports:
+        raise UsageError("-F and --top-ports cannot be used together")
+    try:
+        ports = select_ports(
+            protos, spec=args.ports, fast=args.fast, top=args.top_ports, exclude=args.exclude_ports
+        )
+    except PortSpecError as exc:
+        raise UsageError(f"bad port list: {exc}") from None
+
+    service_scan = not args.no_sV
+    db = load_probe_db(args.db) if service_scan else None
+    options = engine_options(args)
+
+    reporters, terminal = build_outputs(args)
+    if terminal:
+        reporters.insert(0, NormalReporter(None))
+    store_reporter = _store_reporter(args)
+    if store_reporter is not None:
+        reporters.append(store_reporter)
+    outputs = Outputs(reporters)
+
+    run = ScanRun(
+        args=list(argv),
+        start=time.time(),
+        db_path=str(getattr(db, "path", "") or "") if db is not None else "",
+        scan_types=["connect" if p == "tcp" else "udp" for p in protos],
+        ports_spec=ports.spec_strings(),
+        version=__version__,
+        verbose=args.verbose,
+        debugging=args.debug,
+        intensity=options.intensity,
+    )
+    pscfg = config_for_timing(args.timing)
+    config = RunConfig(
+        ports=ports,
+        portscan=pscfg,
+        skip_discovery=args.Pn,
+        reverse_dns=not args.no_dns,
+        host_timeout=args.host_timeout,
+        hostgroup=HOSTGROUP_BY_TIMING.get(args.timing, 256),
+    )
+    trace = None
+    if args.version_trace:
+        def trace(line: str) -> None:
+            print(terminal_safe(line), file=sys.stderr, flush=True)
+
+    engine = _engine(db, options, trace) if service_scan else None
+    if args.debug:
+        _stderr(
+            f"ports: {ports.total()} ({', '.join(f'{k}: {len(v)}' for k, v in ports.ports.items())}); "
+            f"connect timeout {pscfg.timeout}s, retries {pscfg.retries}, sockets {pscfg.concurrency}"
+        )
+
+    return _run(targets, config, outputs, run, engine, progress=not args.no_progress and not args.version_trace)
+
+
+def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None) -> Callable[
+    [AsyncIterator[ServiceTarget], Callable[[ServiceResult], None]], Any
+]:
+    try:
+        from servprobe.net.driver import run_service_scan
+    except ImportError as exc:
+        raise UsageError(f"the service scan engine is not available ({exc}); use --no-sV") from None
+
+    async def scan(targets: AsyncIterator[ServiceTarget], on_result: Callable[[ServiceResult], None]) -> None:
+        await run_service_scan(db, targets, options, on_result, trace)
+
+    return scan
+
+
+def _store_reporter(args: argparse.Namespace) -> Reporter | None:
+    """--store PATH: the scan store (issue 7) as one more reporter, when it provides one."""
+    if not args.store:
+        return None
+    try:
+        from servprobe.store import reporter as store_mod  # type: ignore[attr-defined]
+    except ImportError:
+        raise UsageError("--store is not available in this build") from None
+    return store_mod.StoreReporter(args.store)  # type: ignore[no-any-return]
+
+
+def _resume(args: argparse.Namespace) -> int:
+    try:
+        from servprobe.store import resume as resume_mod  # type: ignore[attr-defined]
+    except ImportError:
+        raise UsageError("--resume is not available in this build") from None
+    return int(resume_mod.resume_main(args.resume, args))
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        from servprobe.net.driver import new_event_loop
+
+        return new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def _run(
+    targets: Any,
+    config: RunConfig,
+    outputs: Outputs,
+    run: ScanRun,
+    engine: Any,
+    progress: bool,
+) -> int:
+    from servprobe.report.progress import ProgressDisplay, wanted
+
+    signalled: list[int] = []
+
+    async def go() -> ScanRun:
+        runner = ScanRunner(targets, config, outputs, run, engine)
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            signalled.append(signum)
+            runner.stop(signal.Signals(signum).name)
+            # a second Ctrl-C while finishing up falls back to Python's KeyboardInterrupt
+            loop.remove_signal_handler(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError):
+                pass
+        display = ProgressDisplay(runner.stats) if progress and wanted() else None
+        if display is not None:
+            display.start()
+        try:
+            return await runner.execute()
+        finally:
+            if display is not None:
+                display.stop()
+
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(go())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+    for err in outputs.errors:
+        _stderr(f"output error: {err}")
+    if signalled:
+        _stderr(f"interrupted by {signal.Signals(signalled[0]).name}; finished results were written")
+        return EXIT_SIGTERM if signalled[0] == signal.SIGTERM else EXIT_SIGINT
+    return 1 if outputs.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,173 @@
+"""What every reporter shares: the event interface, the fan-out, and nmap's presentation rules.
+
+A reporter hears four events, in this order: `start(run)`, then any number of `port(result)`
+(a port's final result, as soon as known — for streaming formats) and `host(host)` (a host
+is complete: its listed ports, extraports, status), then `finish(run)`. Reporters write and
+flush as they go, so a killed scan leaves every completed host on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import IO, Protocol
+
+from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
+
+# nmap lists a state's ports one by one only when there are few of them
+COLLAPSE_THRESHOLD = 25
+# at most this many fingerprints per host in normal output (nmap: 9)
+MAX_FINGERPRINTS = 9
+
+
+class Reporter(Protocol):
+    def start(self, run: ScanRun) -> None: ...
+    def port(self, result: ServiceResult) -> None: ...
+    def host(self, host: HostResult) -> None: ...
+    def finish(self, run: ScanRun) -> None: ...
+
+
+class Outputs:
+    """Sends each event to every reporter; a failing reporter does not stop the others."""
+
+    def __init__(self, reporters: Iterable[Reporter] = ()) -> None:
+        self.reporters = list(reporters)
+        self.errors: list[str] = []
+
+    def _each(self, method: str, arg: object) -> None:
+        for r in self.reporters:
+            try:
+                getattr(r, method)(arg)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                self.errors.append(f"{type(r).__name__}: {exc}")
+
+    def start(self, run: ScanRun) -> None:
+        self._each("start", run)
+
+    def port(self, result: ServiceResult) -> None:
+        self._each("port", result)
+
+    def host(self, host: HostResult) -> None:
+        self._each("host", host)
+
+    def finish(self, run: ScanRun) -> None:
+        self._each("finish", run)
+        for r in self.reporters:
+            close = getattr(r, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except OSError as exc:
+                    self.errors.append(f"{type(r).__name__}: {exc}")
+
+
+def split_ports(
+    results: Iterable[ServiceResult], threshold: int = COLLAPSE_THRESHOLD
+) -> tuple[list[ServiceResult], list[ExtraPorts]]:
+    """nmap's rule: a non-open state with more than `threshold` ports on a protocol is
+    summarised ("Not shown: ...") instead of listed."""
+    results = list(results)
+    groups: dict[tuple[str, str], list[ServiceResult]] = {}
+    for r in results:
+        groups.setdefault((r.proto, r.state), []).append(r)
+    listed: list[ServiceResult] = []
+    extra: list[ExtraPorts] = []
+    for (proto, state), members in groups.items():
+        if state not in ("open",) and len(members) > threshold:
+            reasons: dict[str, int] = {}
+            for m in members:
+                reasons[m.reason or "unknown"] = reasons.get(m.reason or "unknown", 0) + 1
+            extra.append(
+                ExtraPorts(state, proto, len(members), reasons, sorted(m.port for m in members))  # type: ignore[arg-type]
+            )
+        else:
+            listed.extend(members)
+    listed.sort(key=lambda r: (r.proto != "tcp", r.port))
+    extra.sort(key=lambda e: (e.proto != "tcp", -e.count))
+    return listed, extra
+
+
+def extra_text(extra: Iterable[ExtraPorts]) -> str:
+    """ "995 closed tcp ports (conn-refused), 3 filtered tcp ports (no-response)"."""
+    parts = []
+    for e in extra:
+        reasons = ", ".join(
+            f"{n} {r}" if len(e.reasons) > 1 else r
+            for r, n in sorted(e.reasons.items(), key=lambda kv: -kv[1])
+        )
+        noun = "port" if e.count == 1 else "ports"
+        parts.append(f"{e.count} {e.state} {e.proto} {noun}" + (f" ({reasons})" if reasons else ""))
+    return ", ".join(parts)
+
+
+def service_info(results: Iterable[ServiceResult]) -> str:
+    """nmap's "Service Info:" line: hosts, OSs, device types and OS CPEs over all ports."""
+    hosts: list[str] = []
+    oses: list[str] = []
+    devices: list[str] = []
+    cpes: list[str] = []
+    for r in results:
+        for value, acc in ((r.hostname, hosts), (r.ostype, oses), (r.devicetype, devices)):
+            if value and value not in acc:
+                acc.append(value)
+        for cpe in r.cpes:
+            if (cpe.startswith("cpe:/o") or cpe.startswith("cpe:/h")) and cpe not in cpes:
+                cpes.append(cpe)
+    parts = []
+    if hosts:
+        parts.append(("Hosts: " if len(hosts) > 1 else "Host: ") + ", ".join(hosts))
+    if oses:
+        parts.append(("OSs: " if len(oses) > 1 else "OS: ") + ", ".join(oses))
+    if devices:
+        parts.append(("Devices: " if len(devices) > 1 else "Device: ") + ", ".join(devices))
+    if cpes:
+        parts.append("CPE: " + ", ".join(cpes))
+    return "; ".join(parts)
+
+
+def unwrap_fingerprint(fp: str) -> str:
+    """A fingerprint as one string, whether it arrived whole or in nmap's SF: lines."""
+    lines = fp.strip().splitlines()
+    if not lines:
+        return ""
+    return lines[0] + "".join(line[3:] if line.startswith("SF:") else line for line in lines[1:])
+
+
+def wrap_fingerprint(fp: str, width: int = 75) -> list[str]:
+    """nmap's layout: the first chunk as is, the following ones prefixed with "SF:"."""
+    fp = unwrap_fingerprint(fp)
+    chunks = [fp[i : i + width] for i in range(0, len(fp), width)] or [""]
+    return [chunks[0]] + [f"SF:{c}" for c in chunks[1:]]
+
+
+def host_counts(run: ScanRun) -> tuple[int, int]:
+    """(total, up) for the summary line."""
+    total = run.hosts_total if run.hosts_total is not None else len(run.hosts)
+    up = run.hosts_up if run.hosts_up is not None else sum(1 for h in run.hosts if h.status == "up")
+    return total, up
+
+
+def summary_text(run: ScanRun, prog: str = "servprobe") -> str:
+    total, up = host_counts(run)
+    elapsed = (run.end or time.time()) - run.start
+    addrs = "IP address" if total == 1 else "IP addresses"
+    hosts = "host" if up == 1 else "hosts"
+    return f"{total} {addrs} ({up} {hosts} up) scanned in {elapsed:.2f} seconds"
+
+
+def timestr(t: float) -> str:
+    """nmap's ctime-like stamp: "Tue Nov 24 23:26:10 2026"."""
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(t))
+
+
+def command_line(run: ScanRun, prog: str = "servprobe") -> str:
+    import shlex
+
+    return " ".join([prog, *(shlex.quote(a) for a in run.args)])
+
+
+def write(fh: IO[str], text: str) -> None:
+    fh.write(text)
+    fh.flush()

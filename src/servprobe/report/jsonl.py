@@ -1,0 +1,119 @@
+"""JSON Lines output (-oJ): one object per line, streamed.
+
+Line types (field "type"): "start" (run parameters, probe database), "port" (a port's final
+ServiceResult, written the moment it is known), "host" (a completed host: status, names,
+latency, ports summarised as extraports), "summary" (last line: counts, elapsed, interrupted).
+Strings are valid Unicode whatever a service sent (lone surrogates are written as \\xHH
+text), so every line parses with any strict JSON parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import IO, Any
+
+from servprobe.report.base import split_ports
+from servprobe.result import HostResult, ScanRun, ServiceResult
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {str(_clean(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(_clean(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class JsonLinesReporter:
+    def __init__(self, fh: IO[str], *, close: bool = False) -> None:
+        self.fh = fh
+        self._close = close
+        self.seen: set[tuple[str, str, int]] = set()
+        self.verbose = 0
+
+    def _w(self, obj: dict[str, Any]) -> None:
+        self.fh.write(dumps(obj) + "\n")
+        self.fh.flush()
+
+    def start(self, run: ScanRun) -> None:
+        self.verbose = run.verbose
+        self._w(
+            {
+                "type": "start",
+                "scanner": "servprobe",
+                "version": run.version,
+                "args": run.args,
+                "start": run.start,
+                "db": run.db_path or None,
+                "service_scan": run.service_scan,
+                "scan_types": run.scan_types,
+                "ports": run.ports_spec,
+            }
+        )
+
+    def port(self, result: ServiceResult) -> None:
+        if result.key in self.seen:
+            return
+        self.seen.add(result.key)
+        d = result.to_dict()
+        d["type"] = "port"
+        d["display_version"] = result.display_version()
+        self._w(d)
+
+    def host(self, host: HostResult) -> None:
+        if host.status != "up" and self.verbose < 1:
+            return  # a /16 sweep would otherwise write a line per empty address
+        listed, extra = list(host.ports), list(host.extra)
+        if not extra and not host.extraports:
+            listed, extra = split_ports(host.ports)
+        for r in listed:
+            self.port(r)  # listed closed/filtered ports, and anything not streamed yet
+        self._w(
+            {
+                "type": "host",
+                "address": host.address,
+                "hostnames": host.hostnames,
+                "status": host.status,
+                "reason": host.reason,
+                "latency": host.latency,
+                "timedout": host.timedout,
+                "starttime": host.starttime,
+                "endtime": host.endtime,
+                "ports": len(listed),
+                "extraports": [
+                    {"state": e.state, "proto": e.proto, "count": e.count, "reasons": e.reasons}
+                    for e in extra
+                ],
+            }
+        )
+
+    def finish(self, run: ScanRun) -> None:
+        end = run.end or time.time()
+        total = run.hosts_total if run.hosts_total is not None else len(run.hosts)
+        up = run.hosts_up if run.hosts_up is not None else sum(1 for h in run.hosts if h.status == "up")
+        self._w(
+            {
+                "type": "summary",
+                "hosts_total": total,
+                "hosts_up": up,
+                "start": run.start,
+                "end": end,
+                "elapsed": round(end - run.start, 3),
+                "interrupted": run.interrupted,
+                "db": run.db_path or None,
+            }
+        )
+
+    def close(self) -> None:
+        if self._close:
+            self.fh.close()

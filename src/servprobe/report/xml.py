@@ -1,0 +1,201 @@
+"""XML output following nmap.dtd (nmaprun/scaninfo/host/ports/service/runstats), so nmap's
+consumers (ndiff, python-libnmap, xsltproc with nmap.xsl, importers) read it unchanged.
+
+nmap.dtd fixes `scanner="nmap"`; servprobe identifies itself with `profile_name="servprobe"`
+and its own version. Hosts are written as each completes; the document is closed on finish
+(also after Ctrl-C), so it is well-formed whatever a service sent: every attribute value goes
+through servprobe.escape.xml_safe and is entity-escaped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO
+
+from servprobe.escape import xml_safe
+from servprobe.report.base import (
+    command_line,
+    split_ports,
+    summary_text,
+    timestr,
+    unwrap_fingerprint,
+)
+from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
+from servprobe.scan.ports import compress
+
+_ENT = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+
+
+def attr(value: object) -> str:
+    text = xml_safe(str(value))
+    return "".join(_ENT.get(c, c) for c in text)
+
+
+def text_node(value: object) -> str:
+    text = xml_safe(str(value))
+    return "".join(_ENT.get(c, c) if c in "&<>" else c for c in text)
+
+
+def attrs(pairs: list[tuple[str, object]]) -> str:
+    return "".join(f' {k}="{attr(v)}"' for k, v in pairs if v is not None and v != "")
+
+
+def service_element(r: ServiceResult, service_scan: bool) -> str:
+    if not r.service and not r.fingerprint and not (service_scan and r.state == "open"):
+        return ""
+    name = r.service or "unknown"
+    if r.rpc is not None and r.service in (None, "rpc"):
+        name = r.rpc.name or name
+    pairs: list[tuple[str, object]] = [
+        ("name", name),
+        ("product", r.product),
+        ("version", r.version),
+        ("extrainfo", r.extrainfo),
+        ("hostname", r.hostname),
+        ("ostype", r.ostype),
+        ("devicetype", r.devicetype),
+        ("tunnel", r.tunnel),
+    ]
+    if r.rpc is not None:
+        pairs += [
+            ("proto", "rpc"),
+            ("rpcnum", r.rpc.program),
+            ("lowver", r.rpc.lowver),
+            ("highver", r.rpc.highver),
+        ]
+    if r.fingerprint:
+        pairs.append(("servicefp", unwrap_fingerprint(r.fingerprint)))
+    pairs += [("method", r.method), ("conf", max(0, min(10, int(r.conf))))]
+    cpes = "".join(f"<cpe>{text_node(c)}</cpe>" for c in r.cpes)
+    if cpes:
+        return f"<service{attrs(pairs)}>{cpes}</service>"
+    return f"<service{attrs(pairs)}/>"
+
+
+def port_element(r: ServiceResult, service_scan: bool) -> str:
+    state = f'<state{attrs([("state", r.state), ("reason", r.reason or "unknown")])} reason_ttl="0"/>'
+    return (
+        f'<port protocol="{r.proto}" portid="{r.port}">{state}'
+        f"{service_element(r, service_scan)}</port>"
+    )
+
+
+def extraports_element(e: ExtraPorts) -> str:
+    reasons = "".join(
+        f'<extrareasons{attrs([("reason", reason), ("count", n), ("proto", e.proto)])}'
+        + (f' ports="{compress(e.ports)}"' if e.ports and len(e.reasons) == 1 else "")
+        + "/>"
+        for reason, n in sorted(e.reasons.items(), key=lambda kv: -kv[1])
+    )
+    return f'<extraports state="{attr(e.state)}" count="{e.count}">{reasons}</extraports>'
+
+
+def host_element(host: HostResult, service_scan: bool) -> str:
+    start = int(host.starttime) if host.starttime else None
+    end = int(host.endtime) if host.endtime else None
+    head = f"<host{attrs([('starttime', start), ('endtime', end)])}"
+    if host.timedout:
+        head += ' timedout="true"'
+    parts = [head + ">"]
+    status = "up" if host.status == "up" else ("down" if host.status == "down" else "unknown")
+    parts.append(f'<status state="{status}"{attrs([("reason", host.reason or "unknown")])} reason_ttl="0"/>')
+    parts.append("\n")
+    family = "ipv6" if ":" in host.address else "ipv4"
+    parts.append(f'<address addr="{attr(host.address)}" addrtype="{family}"/>\n')
+    names = "".join(
+        f'<hostname name="{attr(n)}" type="{_htype(host, i)}"/>\n'
+        for i, n in enumerate(host.hostnames)
+    )
+    parts.append(f"<hostnames>\n{names}</hostnames>\n" if names else "<hostnames>\n</hostnames>\n")
+    if status == "up":
+        listed, extra = list(host.ports), list(host.extra)
+        if not extra and not host.extraports:
+            listed, extra = split_ports(host.ports)
+        parts.append("<ports>")
+        parts.extend(extraports_element(e) + "\n" for e in extra)
+        parts.extend(port_element(r, service_scan) + "\n" for r in listed)
+        parts.append("</ports>\n")
+        if host.latency is not None:
+            us = int(host.latency * 1e6)
+            parts.append(f'<times srtt="{us}" rttvar="{us}" to="{max(100000, us * 4)}"/>\n')
+    parts.append("</host>\n")
+    return "".join(parts)
+
+
+class XmlReporter:
+    def __init__(self, fh: IO[str], *, close: bool = False) -> None:
+        self.fh = fh
+        self._close = close
+        self.service_scan = True
+        self.verbose = 0
+
+    def _w(self, text: str) -> None:
+        self.fh.write(text)
+        self.fh.flush()
+
+    def start(self, run: ScanRun) -> None:
+        self.service_scan = run.service_scan
+        self.verbose = run.verbose
+        cmd = command_line(run)
+        out = [
+            '<?xml version="1.0" encoding="UTF-8"?>\n',
+            "<!DOCTYPE nmaprun>\n",
+            # "--" may not appear inside an XML comment
+            f"<!-- servprobe {attr(run.version)} scan initiated {timestr(run.start)} as: "
+            f"{attr(cmd).replace('--', '- -')} -->\n",
+            f'<nmaprun scanner="nmap" profile_name="servprobe" args="{attr(cmd)}" '
+            f'start="{int(run.start)}" startstr="{timestr(run.start)}" '
+            f'version="{attr(run.version)}" xmloutputversion="1.05">\n',
+        ]
+        for proto in ("tcp", "udp"):
+            spec = run.ports_spec.get(proto)
+            if spec is None:
+                continue
+            kind = "connect" if proto == "tcp" else "udp"
+            n = _count(spec)
+            out.append(
+                f'<scaninfo type="{kind}" protocol="{proto}" numservices="{n}" services="{attr(spec)}"/>\n'
+            )
+        out.append(f'<verbose level="{run.verbose}"/>\n<debugging level="{run.debugging}"/>\n')
+        self._w("".join(out))
+
+    def port(self, result: ServiceResult) -> None:
+        pass
+
+    def host(self, host: HostResult) -> None:
+        if host.status != "up" and self.verbose < 1:
+            return
+        self._w(host_element(host, self.service_scan))
+
+    def finish(self, run: ScanRun) -> None:
+        end = run.end or time.time()
+        summary = f"servprobe done at {timestr(end)}; {summary_text(run)}"
+        total = run.hosts_total if run.hosts_total is not None else len(run.hosts)
+        up = run.hosts_up if run.hosts_up is not None else sum(1 for h in run.hosts if h.status == "up")
+        exit_attrs = ' exit="success"'
+        if run.interrupted:
+            exit_attrs = ' exit="error" errormsg="interrupted: partial results"'
+        self._w(
+            f'<runstats><finished time="{int(end)}" timestr="{timestr(end)}" '
+            f'summary="{attr(summary)}" elapsed="{end - run.start:.2f}"{exit_attrs}/>'
+            f'<hosts up="{up}" down="{total - up}" total="{total}"/>\n</runstats>\n</nmaprun>\n'
+        )
+
+    def close(self) -> None:
+        if self._close:
+            self.fh.close()
+
+
+def _htype(host: HostResult, i: int) -> str:
+    types = host.hostname_types
+    return types[i] if i < len(types) and types[i] in ("user", "PTR") else "PTR"
+
+
+def _count(spec: str) -> int:
+    n = 0
+    for item in spec.split(","):
+        if not item:
+            continue
+        lo, _, hi = item.partition("-")
+        n += (int(hi) - int(lo) + 1) if hi else 1
+    return n

@@ -1,0 +1,337 @@
+"""The scan pipeline: targets → host discovery → port scan → service scan → reporters.
+
+One-way flow, streaming at every stage: hosts are generated lazily from the target list and
+scanned a group at a time; each open port goes to the service engine the moment the port scan
+finds it (one long-running `run_service_scan` fed through a queue, so services of many hosts
+share the engine's parallelism); each finished service goes to the reporters at once; a host
+is reported when its port scan is over and its last service is identified.
+
+Stopping (Ctrl-C, SIGTERM, --host-timeout) never loses a finding: a host cut short is
+reported with what it has — open ports whose service scan did not finish keep their port-table
+name (method "table") — and the reporters still get `finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from servprobe.engine.options import ServiceTarget
+from servprobe.report.base import COLLAPSE_THRESHOLD, Outputs
+from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
+from servprobe.scan.ports import PortSelection
+from servprobe.scan.portscan import HostPorts, PortScanConfig, PortScanner
+from servprobe.scan.services import service_name
+from servprobe.scan.targets import HostTarget, TargetList, reverse_dns
+
+# (targets, on_result) → runs the service scan until `targets` is exhausted
+ServiceScan = Callable[
+    [AsyncIterator[ServiceTarget], Callable[[ServiceResult], None]], Awaitable[None]
+]
+
+HOSTGROUP_BY_TIMING = {0: 1, 1: 1, 2: 16, 3: 256, 4: 512, 5: 1024}
+
+
+@dataclass
+class RunConfig:
+    ports: PortSelection
+    portscan: PortScanConfig = field(default_factory=PortScanConfig)
+    skip_discovery: bool = False  # -Pn
+    reverse_dns: bool = True  # not -n
+    host_timeout: float | None = None
+    hostgroup: int = 256
+    collapse_threshold: int = COLLAPSE_THRESHOLD
+
+
+@dataclass
+class Stats:
+    """Live counters for the progress display."""
+
+    hosts_total: int = 0
+    hosts_done: int = 0
+    hosts_up: int = 0
+    ports_total: int = 0
+    ports_done: int = 0
+    services_total: int = 0
+    services_done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def services_inflight(self) -> int:
+        return self.services_total - self.services_done
+
+
+class _Host:
+    def __init__(self, target: HostTarget) -> None:
+        self.target = target
+        self.result = HostResult(address=target.address, starttime=time.time())
+        if target.hostname:
+            self.result.hostnames.append(target.hostname)
+            self.result.hostname_types.append("user")
+        self.ports = HostPorts(target.address)
+        self.services: dict[tuple[str, int], ServiceResult] = {}
+        self.pending: set[tuple[str, int]] = set()
+        self.portscan_done = False
+        self.idle = asyncio.Event()
+        self.reported = False
+
+
+class ScanRunner:
+    """Runs one scan; `stop()` ends it early (the report is still complete and well-formed)."""
+
+    def __init__(
+        self,
+        targets: TargetList,
+        config: RunConfig,
+        outputs: Outputs,
+        run: ScanRun,
+        service_scan: ServiceScan | None = None,
+    ) -> None:
+        self.targets = targets
+        self.config = config
+        self.outputs = outputs
+        self.run = run
+        self.service_scan = service_scan
+        self.run.service_scan = service_scan is not None
+        self.stats = Stats()
+        self.scanner: PortScanner | None = None
+        self._hosts: dict[str, _Host] = {}
+        self._queue: asyncio.Queue[ServiceTarget | None] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self.stop_reason: str | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "interrupted") -> None:
+        self.stop_reason = self.stop_reason or reason
+        self._stop.set()
+
+    async def execute(self) -> ScanRun:
+        """Run the scan to the end (or until stop()); reporters get every event."""
+        self.outputs.start(self.run)
+        try:
+            self.stats.hosts_total = self.targets.count()
+        except (OSError, ValueError):
+            self.stats.hosts_total = 0
+        self.stats.ports_total = self.stats.hosts_total * self.config.ports.total()
+        main = asyncio.create_task(self._scan_all())
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not main.done():
+                self.run.interrupted = True
+                main.cancel()
+            results = await asyncio.gather(main, return_exceptions=True)
+            # hosts cut short: report what they have
+            for host in list(self._hosts.values()):
+                if not host.reported and (host.portscan_done or host.ports.states or host.services):
+                    self._finish_host(host)
+            self.run.end = time.time()
+            self.run.hosts_total = self.stats.hosts_done if self.run.interrupted else max(
+                self.stats.hosts_done, 0
+            )
+            self.run.hosts_up = self.stats.hosts_up
+            if self.scanner is not None:
+                self.scanner.close()
+            self.outputs.finish(self.run)
+        err = results[0]
+        if isinstance(err, BaseException) and not isinstance(err, asyncio.CancelledError):
+            raise err
+        return self.run
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    async def _feed(self) -> AsyncIterator[ServiceTarget]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def _scan_all(self) -> None:
+        self.scanner = PortScanner(self.config.portscan)
+        engine: asyncio.Task[None] | None = None
+        if self.service_scan is not None:
+            engine = asyncio.create_task(self.service_scan(self._feed(), self._on_service))
+        group = asyncio.Semaphore(max(1, self.config.hostgroup))
+        tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        it = iter(self.targets)
+        try:
+            while True:
+                # name resolution happens while iterating: keep it off the event loop
+                chunk = await loop.run_in_executor(None, lambda: list(itertools.islice(it, 256)))
+                if not chunk:
+                    break
+                for target in chunk:
+                    await group.acquire()
+                    task = asyncio.create_task(self._host_task(target, group))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    if engine is not None and engine.done():
+                        engine.result()  # an engine failure ends the scan with its error
+            if tasks:
+                await asyncio.gather(*tasks)
+            if engine is not None:
+                self._queue.put_nowait(None)
+                await engine
+        finally:
+            for t in tasks:
+                t.cancel()
+            if engine is not None and not engine.done():
+                engine.cancel()
+            pending = [*tasks, *([engine] if engine is not None else [])]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _host_task(self, target: HostTarget, group: asyncio.Semaphore) -> None:
+        try:
+            host = _Host(target)
+            self._hosts[target.address] = host
+            try:
+                if self.config.host_timeout:
+                    async with asyncio.timeout(self.config.host_timeout):
+                        await self._scan_host(host)
+                else:
+                    await self._scan_host(host)
+            except TimeoutError:
+                host.result.timedout = True
+            if not host.reported:
+                self._finish_host(host)
+        finally:
+            group.release()
+
+    async def _scan_host(self, host: _Host) -> None:
+        assert self.scanner is not None
+        address, family = host.target.address, host.target.family
+        loop = asyncio.get_running_loop()
+        if self.config.skip_discovery:
+            host.result.status, host.result.reason = "up", "user-set"
+        else:
+            up, reason, latency = await self.scanner.discover(
+                address, family, self.config.ports.get("tcp")
+            )
+            host.result.status = "up" if up else "down"
+            host.result.reason = reason
+            host.result.latency = latency
+            if not up:
+                self.stats.ports_done += self.config.ports.total()
+                self._finish_host(host)
+                return
+        rdns = (
+            loop.run_in_executor(None, reverse_dns, address) if self.config.reverse_dns else None
+        )
+
+        def on_port(proto: str, port: int, state: str, reason: str) -> None:
+            self.stats.ports_done += 1
+            if self.service_scan is None or state not in ("open", "open|filtered"):
+                return
+            host.pending.add((proto, port))
+            self.stats.services_total += 1
+            self._queue.put_nowait(
+                ServiceTarget(address, port, proto, host.target.hostname)  # type: ignore[arg-type]
+            )
+
+        await self.scanner.scan_host(
+            address, self.config.ports.ports, family, on_port, result=host.ports
+        )
+        host.portscan_done = True
+        if rdns is not None:
+            try:
+                async with asyncio.timeout(3.0):
+                    name = await rdns
+            except (TimeoutError, OSError):
+                name = None
+            if name and name not in host.result.hostnames:
+                host.result.hostnames.append(name)
+                host.result.hostname_types.append("PTR")
+        if host.pending:
+            host.idle.clear()
+            await host.idle.wait()
+
+    def _on_service(self, result: ServiceResult) -> None:
+        self.stats.services_done += 1
+        host = self._hosts.get(result.address)
+        if host is None or host.reported:
+            return
+        key = (result.proto, result.port)
+        host.pending.discard(key)
+        if not result.reason and key in host.ports.states:
+            result.reason = host.ports.states[key][1]
+        if not result.hostnames:
+            result.hostnames = list(host.result.hostnames)
+        if result.finished is None:
+            result.finished = time.time()
+        host.services[key] = result
+        self.outputs.port(result)
+        if not host.pending and host.portscan_done:
+            host.idle.set()
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _table_result(self, host: _Host, proto: str, port: int, state: str, reason: str) -> ServiceResult:
+        return ServiceResult(
+            address=host.target.address,
+            port=port,
+            proto=proto,  # type: ignore[arg-type]
+            state=state,  # type: ignore[arg-type]
+            reason=reason,
+            service=service_name(port, proto),
+            method="table",
+            conf=3,
+            hostnames=list(host.result.hostnames),
+            finished=time.time(),
+        )
+
+    def _finish_host(self, host: _Host) -> None:
+        """Build the HostResult (nmap's collapsing of big non-open groups) and report it."""
+        if host.reported:
+            return
+        host.reported = True
+        res = host.result
+        res.endtime = time.time()
+        self._hosts.pop(host.target.address, None)
+        self.stats.hosts_done += 1
+        if res.status == "up":
+            self.stats.hosts_up += 1
+        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for (proto, port), (state, reason) in host.ports.states.items():
+            if (proto, port) in host.services:
+                continue
+            groups.setdefault((proto, state), []).append((port, reason))
+        listed: list[ServiceResult] = list(host.services.values())
+        extra: list[ExtraPorts] = []
+        for (proto, state), members in groups.items():
+            if state not in ("open", "open|filtered") and len(members) > self.config.collapse_threshold:
+                reasons: dict[str, int] = {}
+                for _, reason in members:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                extra.append(
+                    ExtraPorts(state, proto, len(members), reasons, sorted(p for p, _ in members))  # type: ignore[arg-type]
+                )
+            else:
+                listed.extend(self._table_result(host, proto, p, state, r) for p, r in members)
+        listed.sort(key=lambda r: (r.proto != "tcp", r.port))
+        extra.sort(key=lambda e: (e.proto != "tcp", -e.count))
+        res.ports = listed
+        res.extra = extra
+        res.extraports = {}
+        for e in extra:
+            res.extraports[e.state] = res.extraports.get(e.state, 0) + e.count
+        if res.status == "up":
+            self.run.hosts.append(res)
+        streamed = {s.key for s in host.services.values()}
+        for r in listed:
+            if r.key not in streamed:
+                self.outputs.port(r)
+        self.outputs.host(res)
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
