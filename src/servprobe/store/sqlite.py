@@ -9,8 +9,9 @@ loses at most the services still in flight, which is exactly what `--resume` red
 Schema (version in `PRAGMA user_version`):
   scans     one row per run: argv, what was asked (targets/ports spec), start/end, probe db,
             status running | done | interrupted | failed
-  hosts     per (scan, address): up/down, hostnames, times, extraports counts, and
-            whether its port scan finished (so a resume does not port-scan it again)
+  hosts     per (scan, address): up/down, hostnames, times, extraports counts, whether
+            its port scan finished, and whether the whole host is complete (then its
+            HostResult is kept as JSON and a resume replays it without scanning it again)
   ports     per (scan, address, proto, port) the port scan found worth a service scan
             (open, open|filtered): the work list a resume still has to finish
   results   per (scan, address, proto, port): one finished ServiceResult as JSON (every
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS hosts (
     portscan     TEXT NOT NULL DEFAULT '[]',  -- JSON list of protos whose port scan finished
     starttime    REAL,
     endtime      REAL,
+    complete     INTEGER NOT NULL DEFAULT 0,  -- the whole host is final (resume skips it)
+    data         TEXT,                        -- JSON HostResult without ports, when complete
     PRIMARY KEY (scan_id, address)
 );
 CREATE TABLE IF NOT EXISTS ports (
@@ -102,6 +105,27 @@ def _column(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def host_to_json(host: HostResult) -> str:
+    """A HostResult without its ports (they live in the results table), as JSON."""
+    d = dataclasses.asdict(host)
+    d.pop("ports", None)
+    return json.dumps(d, ensure_ascii=True, separators=(",", ":"))
+
+
+def host_from_json(text: str) -> HostResult:
+    raw = json.loads(text)
+    names = {f.name for f in dataclasses.fields(HostResult)}
+    kwargs = {k: v for k, v in raw.items() if k in names and k != "ports"}
+    if "extra" in kwargs:
+        from servprobe.result import ExtraPorts
+
+        extra_names = {f.name for f in dataclasses.fields(ExtraPorts)}
+        kwargs["extra"] = [
+            ExtraPorts(**{k: v for k, v in e.items() if k in extra_names}) for e in kwargs["extra"]
+        ]
+    return HostResult(**kwargs)
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ServiceResult))
@@ -157,6 +181,7 @@ class ResumeState:
     scan: ScanInfo
     results: list[ServiceResult]
     portscans: dict[str, PortScanState]
+    complete_hosts: list[HostResult] = field(default_factory=list)
 
     @property
     def args(self) -> list[str]:
@@ -468,6 +493,66 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
+    def record_complete_host(self, scan_id: int, host: HostResult) -> None:
+        """A host whose every port is final: keep it whole, so a resume just replays it."""
+        ports = [r for r in host.ports if r.state in ("open", "open|filtered")]
+        by_proto: dict[str, dict[str, int]] = {}
+        for e in host.extra:
+            by_proto.setdefault(e.proto, {})[e.state] = e.count
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_host(scan_id, host.address)
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO results (scan_id, address, proto, port, state, "
+                    "service, product, version, finished, data) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            scan_id, r.address, r.proto, r.port, r.state, _column(r.service),
+                            _column(r.product), _column(r.version),
+                            r.finished if r.finished is not None else time.time(),
+                            result_to_json(r),
+                        )
+                        for r in host.ports
+                    ],
+                )
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO ports (scan_id, address, proto, port, state, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(scan_id, host.address, r.proto, r.port, r.state, r.reason) for r in ports],
+                )
+                self._conn.execute(
+                    "UPDATE hosts SET status=?, reason=?, hostnames=?, extraports=?, portscan=?, "
+                    "starttime=?, endtime=?, complete=1, data=? WHERE scan_id=? AND address=?",
+                    (
+                        host.status, host.reason, json.dumps(host.hostnames),
+                        json.dumps(by_proto),
+                        json.dumps(sorted({r.proto for r in host.ports} | set(by_proto))),
+                        host.starttime, host.endtime, host_to_json(host), scan_id, host.address,
+                    ),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def complete_hosts(self, scan_id: int) -> list[HostResult]:
+        """Hosts recorded complete, each with its ports (from the results table)."""
+        hosts = [
+            host_from_json(data)
+            for (data,) in self._read(
+                "SELECT data FROM hosts WHERE scan_id=? AND complete=1 AND data IS NOT NULL",
+                (scan_id,),
+            )
+        ]
+        if hosts:
+            by_addr: dict[str, list[ServiceResult]] = {}
+            for r in self.results(scan_id):
+                by_addr.setdefault(r.address, []).append(r)
+            for h in hosts:
+                h.ports = sorted(by_addr.get(h.address, []), key=lambda r: (r.proto != "tcp", r.port))
+        return hosts
+
     def _ensure_host(self, scan_id: int, address: str) -> None:
         self._conn.execute(
             "INSERT OR IGNORE INTO hosts (scan_id, address) VALUES (?, ?)", (scan_id, address)
@@ -531,13 +616,19 @@ class Store:
                 reason=st.reason,
                 extraports=extraports,
             )
+        for (data,) in self._read(
+            "SELECT data FROM hosts WHERE scan_id=? AND complete=1 AND data IS NOT NULL",
+            (info.id,),
+        ):
+            full = host_from_json(data)
+            hosts[full.address] = full
         for r in self.results(info.id):
             host = hosts.get(r.address)
             if host is None:
                 host = hosts[r.address] = HostResult(address=r.address, status="up")
             host.ports.append(r)
         for host in hosts.values():
-            host.ports.sort(key=lambda r: (r.proto, r.port))
+            host.ports.sort(key=lambda r: (r.proto != "tcp", r.port))
             if host.ports and host.status == "unknown":
                 host.status = "up"
         spec = info.spec
@@ -567,6 +658,7 @@ class Store:
                 scan=info,
                 results=store.results(info.id),
                 portscans=store.portscans(info.id),
+                complete_hosts=store.complete_hosts(info.id),
             )
         except BaseException:
             store.close()
