@@ -328,3 +328,29 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def pmap_registration(prog: int, vers: int, proto: str, port: int) -> Iterator[None]:
+    """Register a mapping with the portmapper on 127.0.0.1:111 (PMAPPROC_SET), as a server
+    would, and always unregister it (PMAPPROC_UNSET) afterwards."""
+    import random as _random
+
+    from servprobe.rpc.protocol import AcceptStat, decode_reply, encode_call
+
+    prot = 6 if proto == "tcp" else 17
+
+    def call(proc: int, args: bytes) -> bool:
+        msg = encode_call(_random.getrandbits(32), 100000, 2, proc, args)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(msg, (HOST, 111))
+            reply = decode_reply(s.recv(65536))
+        return reply.accept == AcceptStat.SUCCESS and reply.body[-4:] == b"\0\0\0\1"
+
+    if not call(1, struct.pack(">IIII", prog, vers, prot, port)):
+        pytest.fail(f"portmapper refused to register {prog} v{vers} {proto}/{port}")
+    try:
+        yield
+    finally:
+        call(2, struct.pack(">IIII", prog, vers, prot, 0))

@@ -11,6 +11,7 @@ The portmapper "blocked" by option: EngineOptions(rpc_portmapper=False) must not
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rpcservers import HOST, Statd, rpcbind, statd
+from rpcservers import HOST, RpcTestServer, Statd, pmap_registration, rpcbind, statd
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.result import ServiceResult
 from servprobe.rpc.grinder import grind_result, query_portmapper, rpc_scan, wants_grind
@@ -126,3 +127,35 @@ def test_ipv6_loopback_via_rpcbind_v4_dump_and_grind(rpc_env: Statd, proto: str)
         r = ServiceResult("::1", rpc_env.port, proto, service="rpcbind", method="probed")
         out = run(grind_result(r, EngineOptions(rpc_portmapper=portmapper)))
         assert (out.service, out.version, out.rpc.via) == ("status", "1", via)
+
+
+def test_stale_registration_is_checked_and_port_ground(rpc_env: Statd) -> None:
+    # The portmapper says nlockmgr lives there; the port really serves mountd.
+    with RpcTestServer({100005: (1, 3)}, proto="udp") as srv, \
+            pmap_registration(100021, 4, "udp", srv.port):
+        pmap = run(query_portmapper(HOST))
+        assert pmap is not None and pmap.programs_at("udp", srv.port) == {100021: [4]}
+        out = run(grind_result(rpc_result(srv.port, "udp"), EngineOptions()))
+    assert (out.service, out.version, out.rpc.via) == ("mountd", "1-3", "grind")
+
+
+def test_two_programs_registered_on_one_port_report_the_lowest(rpc_env: Statd) -> None:
+    with RpcTestServer({100003: (2, 4), 100227: (2, 3)}, proto="tcp") as srv, \
+            pmap_registration(100227, 3, "tcp", srv.port), \
+            pmap_registration(100003, 3, "tcp", srv.port):
+        for _ in range(3):
+            out = run(grind_result(rpc_result(srv.port, "tcp"), EngineOptions()))
+            # the port's own PROG_MISMATCH range (2-4) wins over the registered version (3)
+            assert (out.service, out.version, out.rpc.via) == ("nfs", "2-4", "portmapper")
+        out = run(grind_result(rpc_result(srv.port, "tcp"), EngineOptions(rpc_portmapper=False)))
+        assert (out.service, out.version, out.rpc.via) == ("nfs", "2-4", "grind")
+
+
+def test_registered_but_silent_port_trusts_the_portmapper(rpc_env: Statd) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((HOST, 0))
+        port = silent.getsockname()[1]
+        with pmap_registration(100011, 1, "udp", port), pmap_registration(100011, 2, "udp", port):
+            out = run(grind_result(rpc_result(port, "udp"), EngineOptions()))
+    assert (out.service, out.version, out.extrainfo, out.rpc.via) == (
+        "rquotad", "1-2", "RPC #100011", "portmapper")
