@@ -362,3 +362,63 @@ def test_connection_loss_requeues_then_gives_up() -> None:
     assert m.connection_lost(0.3) is True
     assert m.connection_lost(0.4) is False
     assert m.result.outcome is Outcome.CLOSED
+
+
+BEHAVIOURS = ["refuse", "mismatch", "success", "drop", "garbage", "foreign", "dup", "denied"]
+
+
+@given(
+    behaviours=st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=60),
+    stream=st.booleans(),
+    window=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=200, deadline=None)
+def test_grinder_always_terminates_with_a_consistent_answer(
+    behaviours: list[str], stream: bool, window: int, seed: int
+) -> None:
+    """Whatever a server does per call, the machine ends, bounded, and never names a program
+    that did not answer as reached."""
+    table = TABLE[:80]
+    answered_reached: set[int] = set()
+    n = 0
+
+    def server(msg: bytes) -> bytes | None:
+        nonlocal n
+        call = decode_call(msg)
+        b = behaviours[n % len(behaviours)]
+        n += 1
+        if b == "drop":
+            return None
+        if b == "garbage":
+            return b"\x80\0\0\x10garbage!garbage!"
+        if b == "foreign":
+            return encode_reply(call.xid ^ 0x1234, AcceptStat.PROG_UNAVAIL)
+        if b == "denied":
+            return struct.pack(">IIIII", call.xid, 1, 1, 1, 1)
+        if b == "refuse":
+            return encode_reply(call.xid, AcceptStat.PROG_UNAVAIL)
+        answered_reached.add(call.prog)
+        if b == "mismatch":
+            return encode_reply(call.xid, AcceptStat.PROG_MISMATCH, low=1, high=2)
+        return encode_reply(call.xid, AcceptStat.SUCCESS)
+
+    m = Grinder(table, stream=stream, window=window, rng=random.Random(seed))
+    res = run_machine(m, server, max_rounds=5000)
+    assert res.calls <= (len(table) + 1) * 2 * 4  # at most: each call, AUTH_SYS retry, 4 tries
+    if res.outcome is Outcome.FOUND:
+        assert res.program in table and res.program in answered_reached
+    if res.outcome is Outcome.PROMISCUOUS:
+        assert res.program is None
+
+
+@given(st.lists(st.binary(max_size=50), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_record_reader_only_raises_rpcerror(chunks: list[bytes]) -> None:
+    reader = RecordReader(max_record=4096)
+    try:
+        for c in chunks:
+            for rec in reader.feed(c):
+                assert len(rec) <= 4096
+    except RpcError:
+        pass
