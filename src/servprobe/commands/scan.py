@@ -31,6 +31,7 @@ from servprobe.scan.ports import select_ports
 from servprobe.scan.portscan import config_for_timing
 from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
 from servprobe.scan.targets import TargetError, build_target_list
+from servprobe.store import cli_hooks as store_hooks
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
@@ -254,6 +255,12 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    # issue 7 (servprobe.store.cli_hooks): --store/--no-store/--resume are taken out here;
+    # --resume swaps in the argv stored with the interrupted scan
+    prepared = store_hooks.prepare(argv)
+    if isinstance(prepared, int):
+        return prepared
+    argv, store_session = prepared
     parser = build_parser()
     args = parser.parse_args(expand_combined(argv))
 
@@ -321,6 +328,8 @@ def _main(argv: list[str]) -> int:
             print(terminal_safe(line), file=sys.stderr, flush=True)
 
     engine = _engine(db, options, trace) if service_scan else None
+    # issue 7: results go to the store as they arrive; a resume skips finished work
+    outputs, engine = store_hooks.attach(store_session, outputs, targets, engine)
     if args.debug:
         _stderr(
             f"ports: {ports.total()} ({', '.join(f'{k}: {len(v)}' for k, v in ports.ports.items())}); "
@@ -394,7 +403,7 @@ def _run(
             # a second Ctrl-C while finishing up falls back to Python's KeyboardInterrupt
             loop.remove_signal_handler(signum)
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 loop.add_signal_handler(signum, on_signal, signum)
             except (NotImplementedError, RuntimeError):

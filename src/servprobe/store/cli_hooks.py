@@ -373,3 +373,10 @@ def prepare(argv: list[str]) -> tuple[list[str], StoreSession] | int:
         return rest, StoreSession(None, rest)
     path = Path(stores[-1]) if stores else default_store_path()
     return rest, StoreSession(path, rest)
+
+
+def attach(
+    session: StoreSession, outputs: Any, targets: Any, service_scan: ServiceScan | None
+) -> tuple[Any, ServiceScan | None]:
+    """Function form of StoreSession.attach, for the scan command."""
+    return session.attach(outputs, targets, service_scan)
