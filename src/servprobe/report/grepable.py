@@ -24,7 +24,7 @@ def port_field(r: ServiceResult, service_scan: bool) -> str:
     service = r.service or ("unknown" if service_scan and r.state == "open" else "")
     if r.tunnel == "ssl" and service:
         service = f"ssl|{service}"
-    if service_scan and r.method == "table" and service and r.state in ("open", "open|filtered"):
+    if service_scan and r.method == "table" and r.service and r.state in ("open", "open|filtered"):
         service += "?"
     rpc = f"(rpc #{r.rpc.program})" if r.rpc is not None else ""
     version = r.display_version() if service_scan else ""

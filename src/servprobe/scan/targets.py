@@ -195,7 +195,14 @@ def _parse_octet(part: str, text: str) -> tuple[tuple[int, int], ...]:
         if lo > hi:
             raise TargetError("octet range goes backwards", text)
         ranges.append((lo, hi))
-    return tuple(sorted(set(ranges)))
+    # nmap keeps a bitmap per octet: "1,1-3" is 1, 2, 3 once each
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
 
 
 def _parse_prefix(text: str, prefix_s: str, bits: int) -> int:
