@@ -177,3 +177,20 @@ def test_rpc_scan_names_rpc_ports_and_leaves_others() -> None:
         out = run(rpc_scan(targets, NO_PMAP))
     assert [(r.port, r.service, r.version) for r in out] == [
         (a.port, "status", "1"), (b.port, "nfs", "2-3"), (c.port, None, None)]
+
+
+def test_rpc_service_scan_streams_results() -> None:
+    from servprobe.rpc.grinder import rpc_service_scan
+
+    with RpcTestServer({100024: (1, 1)}, proto="udp") as a, \
+            RpcTestServer({100005: (1, 3)}, proto="tcp") as b:
+        async def feed():
+            for t in (ServiceTarget("127.0.0.1", a.port, "udp"),
+                      ServiceTarget("127.0.0.1", b.port, "tcp")):
+                await asyncio.sleep(0)
+                yield t
+
+        got: list[ServiceResult] = []
+        run(rpc_service_scan(feed(), NO_PMAP, got.append))
+    assert sorted((r.port, r.service, r.version, r.extrainfo) for r in got) == sorted(
+        [(a.port, "status", "1", "RPC #100024"), (b.port, "mountd", "1-3", "RPC #100005")])

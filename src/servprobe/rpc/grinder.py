@@ -6,6 +6,8 @@ CLI's -sR (RPC scan without full version detection):
     wants_grind(result)                    -> should the driver hand this result to us?
     await grind_result(result, options)    -> the result, named after the RPC program
     await rpc_scan(targets, options)       -> -sR: one result per target
+    await rpc_service_scan(targets, options, on_result)
+                                           -> -sR streaming, shaped like run_service_scan
 
 How a port is identified (RpcInfo.via):
   "portmapper"  the host's portmapper (TCP or UDP 111) lists the port in its DUMP, and the
@@ -31,7 +33,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 
 from ..engine.options import TIMING_PARALLELISM, EngineOptions, ServiceTarget
 from ..result import RpcInfo, ServiceResult
@@ -272,12 +274,74 @@ async def grind_result(
     return result
 
 
+async def _rpc_one(
+    t: ServiceTarget, options: EngineOptions, cache: PortmapCache
+) -> ServiceResult:
+    base = ServiceResult(t.address, t.port, t.proto, state="open")
+    if t.hostname:
+        base.hostnames = [t.hostname]
+    info, grind = await identify(t.address, t.port, t.proto, options, cache=cache)
+    if info is not None:
+        return apply_rpc(base, info)
+    if grind is not None and grind.outcome is Outcome.PROMISCUOUS:
+        return dataclasses.replace(
+            base, service="rpcbind", extrainfo="accepts any RPC program", method="probed"
+        )
+    if grind is not None and grind.outcome in (Outcome.EXHAUSTED, Outcome.DENIED):
+        # It speaks RPC, we just cannot name the program.
+        return dataclasses.replace(base, service="rpcbind", method="probed", conf=10)
+    return base
+
+
+async def rpc_service_scan(
+    targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget],
+    options: EngineOptions | None,
+    on_result: Callable[[ServiceResult], None],
+) -> None:
+    """-sR in a pipeline: same shape as run_service_scan minus the probe DB.
+
+    Targets may stream in (an async iterable, e.g. from the port scanner); on_result(result)
+    is called as each port finishes, in any order. Ports that turn out not to be RPC come
+    back as plain open results (service None).
+    """
+    options = options or EngineOptions()
+    limit = options.max_parallelism or TIMING_PARALLELISM.get(options.timing, 20)
+    sem = asyncio.Semaphore(max(1, limit))
+    cache = PortmapCache()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(t: ServiceTarget) -> None:
+        try:
+            on_result(await _rpc_one(t, options, cache))
+        finally:
+            sem.release()
+
+    try:
+        if hasattr(targets, "__aiter__"):
+            async for t in targets:  # type: ignore[union-attr]
+                await sem.acquire()
+                task = asyncio.create_task(one(t))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        else:
+            for t in targets:  # type: ignore[union-attr]
+                await sem.acquire()
+                task = asyncio.create_task(one(t))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 async def rpc_scan(
     targets: list[ServiceTarget], options: EngineOptions | None = None
 ) -> list[ServiceResult]:
     """-sR: grind every given (open) port without version detection, in parallel.
 
-    Ports that turn out not to be RPC come back as plain open results (service None).
+    Returns one result per target, in the targets' order.
     """
     options = options or EngineOptions()
     limit = options.max_parallelism or TIMING_PARALLELISM.get(options.timing, 20)
@@ -285,20 +349,7 @@ async def rpc_scan(
     cache = PortmapCache()
 
     async def one(t: ServiceTarget) -> ServiceResult:
-        base = ServiceResult(t.address, t.port, t.proto, state="open")
-        if t.hostname:
-            base.hostnames = [t.hostname]
         async with sem:
-            info, grind = await identify(t.address, t.port, t.proto, options, cache=cache)
-        if info is not None:
-            return apply_rpc(base, info)
-        if grind is not None and grind.outcome is Outcome.PROMISCUOUS:
-            return dataclasses.replace(
-                base, service="rpcbind", extrainfo="accepts any RPC program", method="probed"
-            )
-        if grind is not None and grind.outcome in (Outcome.EXHAUSTED, Outcome.DENIED):
-            # It speaks RPC, we just cannot name the program.
-            return dataclasses.replace(base, service="rpcbind", method="probed", conf=10)
-        return base
+            return await _rpc_one(t, options, cache)
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
