@@ -194,3 +194,16 @@ def test_rpc_service_scan_streams_results() -> None:
         run(rpc_service_scan(feed(), NO_PMAP, got.append))
     assert sorted((r.port, r.service, r.version, r.extrainfo) for r in got) == sorted(
         [(a.port, "status", "1", "RPC #100024"), (b.port, "mountd", "1-3", "RPC #100005")])
+
+
+def test_module_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from servprobe.rpc.__main__ import main
+
+    with RpcTestServer({100024: (1, 1)}, proto="udp") as srv:
+        assert main(["--no-portmapper", "127.0.0.1", f"{srv.port}/udp"]) == 0
+    out = capsys.readouterr().out
+    assert f"{srv.port}/udp" in out and "status" in out and "1 (RPC #100024)" in out
+    assert "via grind" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["127.0.0.1", "70000/tcp"])
+    assert exc.value.code == 2
