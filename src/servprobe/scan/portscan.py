@@ -228,10 +228,11 @@ class PortScanner:
         self._sem = asyncio.Semaphore(self.config.concurrency)  # UDP sockets
         self._pool: ConnectPool | None = None
         self.udp_sent = 0
+        self._closed_sent = 0
 
     @property
     def probes_sent(self) -> int:
-        return (self._pool.sent if self._pool else 0) + self.udp_sent
+        return (self._pool.sent if self._pool is not None else 0) + self.udp_sent + self._closed_sent
 
     def pool(self) -> ConnectPool:
         if self._pool is None:
@@ -241,6 +242,7 @@ class PortScanner:
 
     def close(self) -> None:
         if self._pool is not None:
+            self._closed_sent += self._pool.sent
             self._pool.close()
             self._pool = None
 
