@@ -1,0 +1,258 @@
+"""Example responses for match lines: the reader and the checker behind `servprobe db check`.
+
+Owns the example-file format and `check(db, examples_dir) -> ExampleReport`.
+
+An examples directory holds JSON files (`*.json`), each an object with a list "examples"::
+
+    {"examples": [
+      {"id": "ssh-openssh-debian",            # the line's "#@id" tag in the probe file
+       "probe": "NULL", "proto": "tcp",       # the probe the response answered
+       "response": "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\\r\\n",
+       "expect": {"service": "ssh", "product": "OpenSSH", "version": "9.2p1 Debian 2+deb12u3",
+                  "info": "protocol 2.0", "ostype": "Linux", "cpes": ["cpe:/a:openbsd:openssh:9.2p1"]},
+       "source": "real capture: openssh-server 1:9.2p1-2+deb12u3 (Debian 12), 2026-11-24"}
+    ]}
+
+"response" uses the probe-file escapes: \\\\ \\xHH \\0 \\r \\n \\t \\a \\b \\f \\v; every other
+character stands for its own byte (latin-1). "expect" names the whole result: a field left
+out must come out empty, so a template change that adds a field is noticed. "soft" defaults
+to false. "line" may replace "id": the 1-based line number of the match line.
+
+A line gets its id from a comment `#@id NAME` directly above it (nmap ignores comments, so
+the file stays valid for nmap). The checker runs the database's real match order
+(`ProbeDB.match`: the probe's lines, its fallbacks, then NULL) and requires that the very
+line named by the example wins -- an earlier line that steals the response is a failure even
+when it would report the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servprobe.probes.model import Identification, ProbeDB
+
+FIELDS = ("service", "soft", "product", "version", "info", "hostname", "ostype", "devicetype",
+          "cpes")
+_SIMPLE = {"\\": 0x5C, "0": 0, "a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+
+
+class ExampleError(ValueError):
+    """An example file that cannot be read; the message names FILE and entry."""
+
+
+def unescape(text: str) -> bytes:
+    """Decode an example "response" string into the bytes a service sent."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            code = ord(ch)
+            if code > 0xFF:
+                raise ValueError(f"character {ch!r} at {i} is not a byte; write \\xHH")
+            out.append(code)
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise ValueError("trailing backslash")
+        nxt = text[i + 1]
+        if nxt == "x":
+            digits = text[i + 2:i + 4]
+            if len(digits) != 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"bad \\x escape at {i}")
+            out.append(int(digits, 16))
+            i += 4
+        elif nxt in _SIMPLE:
+            out.append(_SIMPLE[nxt])
+            i += 2
+        else:
+            raise ValueError(f"unknown escape \\{nxt} at {i}")
+    return bytes(out)
+
+
+def escape(data: bytes) -> str:
+    """The inverse of `unescape`, readable: printable ASCII kept, \\r \\n \\t named."""
+    named = {0x5C: "\\\\", 0x0D: "\\r", 0x0A: "\\n", 0x09: "\\t"}
+    return "".join(named.get(b) or (chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in data)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One example response and the identification it must produce."""
+
+    file: str
+    index: int  # position in its file's "examples" list
+    probe: str
+    proto: str
+    response: bytes
+    expect: dict[str, Any]
+    line_id: str | None = None
+    line: int | None = None
+    source: str = ""
+
+    @property
+    def where(self) -> str:
+        tag = self.line_id if self.line_id is not None else f"line {self.line}"
+        return f"{self.file}[{self.index}] ({tag})"
+
+
+@dataclass(slots=True)
+class ExampleReport:
+    """What `check` found. `ok` is true when nothing failed and every line has an example."""
+
+    db_path: str
+    examples: int = 0
+    lines: int = 0
+    failures: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # "FILE:LINE service" of lines without one
+    unknown_ids: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failures or self.missing or self.unknown_ids)
+
+    def summary(self) -> str:
+        parts = [f"{self.db_path}: {self.lines} match lines, {self.examples} examples",
+                 f"{len(self.failures)} failing", f"{len(self.missing)} lines without examples"]
+        if self.unknown_ids:
+            parts.append(f"{len(self.unknown_ids)} unknown ids")
+        return ", ".join(parts)
+
+    def format(self) -> str:
+        out = [self.summary()]
+        out += [f"FAIL {f}" for f in self.failures]
+        out += [f"NO EXAMPLE {m}" for m in self.missing]
+        out += [f"UNKNOWN ID {u}" for u in self.unknown_ids]
+        return "\n".join(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"db": self.db_path, "examples": self.examples, "lines": self.lines,
+                "ok": self.ok, "failures": self.failures, "missing": self.missing,
+                "unknown_ids": self.unknown_ids}
+
+
+def line_ids(path: str | Path) -> dict[str, int]:
+    """Map each `#@id NAME` tag of a probe file to the line number of the line below it."""
+    ids: dict[str, int] = {}
+    pending: str | None = None
+    with open(path, encoding="latin-1") as fh:
+        for number, raw in enumerate(fh, start=1):
+            text = raw.strip()
+            if text.startswith("#@id "):
+                pending = text[5:].strip()
+                continue
+            if pending is not None and (text.startswith("match ") or text.startswith("softmatch ")):
+                if pending in ids:
+                    raise ExampleError(f"{path}:{number}: id {pending!r} used twice")
+                ids[pending] = number
+            if text and not text.startswith("#"):
+                pending = None
+    return ids
+
+
+def read_examples(directory: str | Path) -> list[Example]:
+    """Every example of every `*.json` file under `directory`, in file-name order."""
+    out: list[Example] = []
+    for path in sorted(Path(directory).rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExampleError(f"{path}: {exc}") from exc
+        entries = doc.get("examples") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise ExampleError(f"{path}: expected an object with an \"examples\" list")
+        for index, entry in enumerate(entries):
+            out.append(_example(path, index, entry))
+    return out
+
+
+def _example(path: Path, index: int, entry: Any) -> Example:
+    where = f"{path}[{index}]"
+    if not isinstance(entry, dict):
+        raise ExampleError(f"{where}: an example is a JSON object")
+    for key in ("probe", "response", "expect"):
+        if key not in entry:
+            raise ExampleError(f"{where}: missing {key!r}")
+    if "id" not in entry and "line" not in entry:
+        raise ExampleError(f"{where}: give the line as \"id\" (its #@id tag) or \"line\"")
+    expect = entry["expect"]
+    if not isinstance(expect, dict) or "service" not in expect:
+        raise ExampleError(f"{where}: \"expect\" must be an object with at least \"service\"")
+    unknown = set(expect) - set(FIELDS)
+    if unknown:
+        raise ExampleError(f"{where}: unknown expect fields {sorted(unknown)}")
+    proto = str(entry.get("proto", "tcp")).lower()
+    if proto not in ("tcp", "udp"):
+        raise ExampleError(f"{where}: proto must be tcp or udp")
+    try:
+        response = unescape(str(entry["response"]))
+    except ValueError as exc:
+        raise ExampleError(f"{where}: response: {exc}") from exc
+    return Example(file=path.name, index=index, probe=str(entry["probe"]), proto=proto,
+                   response=response, expect=expect, line_id=entry.get("id"),
+                   line=entry.get("line"), source=str(entry.get("source", "")))
+
+
+def _differences(ident: Identification, expect: dict[str, Any]) -> list[str]:
+    got = ident.as_dict()
+    diffs = []
+    for name in FIELDS:
+        want = expect.get(name, [] if name == "cpes" else (False if name == "soft" else None))
+        have = got[name]
+        if name == "cpes":
+            have = list(have)
+            want = list(want)
+        if have != want:
+            diffs.append(f"{name}: expected {want!r}, got {have!r}")
+    return diffs
+
+
+def check_example(db: ProbeDB, example: Example, ids: dict[str, int]) -> str | None:
+    """None when the example is identified by its own line with the expected fields."""
+    if example.line_id is not None:
+        if example.line_id not in ids:
+            return f"{example.where}: no line tagged #@id {example.line_id}"
+        target = ids[example.line_id]
+    else:
+        target = int(example.line)  # type: ignore[arg-type]
+    try:
+        ident = db.match(example.probe, example.response, example.proto)  # type: ignore[arg-type]
+    except KeyError as exc:
+        return f"{example.where}: {exc.args[0] if exc.args else exc}"
+    if ident is None:
+        return f"{example.where}: no line matched (expected line {target})"
+    line = ident.source.line if ident.source else None
+    if line != target:
+        return (f"{example.where}: line {line} ({ident.service}) matched first, "
+                f"expected line {target}")
+    diffs = _differences(ident, example.expect)
+    if diffs:
+        return f"{example.where}: " + "; ".join(diffs)
+    return None
+
+
+def check(db: ProbeDB, examples_dir: str | Path) -> ExampleReport:
+    """Run every example against `db` and list failures and match lines without examples."""
+    report = ExampleReport(db_path=db.path)
+    ids = line_ids(db.path)
+    examples = read_examples(examples_dir)
+    report.examples = len(examples)
+    covered: set[int] = set()
+    for example in examples:
+        problem = check_example(db, example, ids)
+        if problem is None:
+            covered.add(ids[example.line_id] if example.line_id is not None else int(example.line))  # type: ignore[arg-type]
+        else:
+            report.failures.append(problem)
+    used = {e.line_id for e in examples if e.line_id is not None}
+    report.unknown_ids = sorted(u for u in used if u not in ids)
+    all_lines = [m for p in db.probes for m in p.matches]
+    report.lines = len(all_lines)
+    for m in all_lines:
+        if m.source.line not in covered:
+            report.missing.append(f"{m.source} {'softmatch' if m.soft else 'match'} {m.service}")
+    return report
