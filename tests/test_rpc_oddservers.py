@@ -207,3 +207,12 @@ def test_module_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["127.0.0.1", "70000/tcp"])
     assert exc.value.code == 2
+
+
+def test_closed_udp_port_ends_on_icmp_unreachable() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    res = run(grind_port("127.0.0.1", port, "udp"))
+    assert res.outcome is Outcome.CLOSED and "unreachable" in res.detail
