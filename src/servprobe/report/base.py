@@ -8,10 +8,12 @@ flush as they go, so a killed scan leaves every completed host on disk.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from typing import IO, Protocol
 
+from servprobe.escape import terminal_safe
 from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
 
 # nmap lists a state's ports one by one only when there are few of them
@@ -166,6 +168,15 @@ def command_line(run: ScanRun, prog: str = "servprobe") -> str:
     import shlex
 
     return " ".join([prog, *(shlex.quote(a) for a in run.args)])
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(text: object) -> str:
+    """Text for a terminal or a text file: control characters and lone surrogates (which no
+    encoder accepts) written as \\xHH."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()):04x}", terminal_safe(str(text)))
 
 
 def write(fh: IO[str], text: str) -> None:

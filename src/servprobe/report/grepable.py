@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from typing import IO
 
-from servprobe.escape import terminal_safe
-from servprobe.report.base import command_line, split_ports, summary_text, timestr
+from servprobe.report.base import command_line, safe_text, split_ports, summary_text, timestr
 from servprobe.result import HostResult, ScanRun, ServiceResult
 
 
 def _field(text: str | None) -> str:
-    return terminal_safe(text or "").replace("/", "|")
+    return safe_text(text or "").replace("/", "|")
 
 
 def port_field(r: ServiceResult, service_scan: bool) -> str:
@@ -45,7 +44,7 @@ class GrepableReporter:
     def start(self, run: ScanRun) -> None:
         self.service_scan = run.service_scan
         self.verbose = run.verbose
-        lines = [f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {terminal_safe(command_line(run))}"]
+        lines = [f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {safe_text(command_line(run))}"]
         if run.verbose:
             specs = [
                 f"{proto.upper()}({_n(run.ports_spec.get(proto, ''))};{run.ports_spec.get(proto, '')})"
@@ -58,7 +57,7 @@ class GrepableReporter:
         pass
 
     def host(self, host: HostResult) -> None:
-        name = terminal_safe(host.hostnames[0]) if host.hostnames else ""
+        name = safe_text(host.hostnames[0]) if host.hostnames else ""
         who = f"Host: {host.address} ({name})"
         if host.status != "up":
             if self.verbose:

@@ -12,11 +12,11 @@ import sys
 import time
 from typing import IO
 
-from servprobe.escape import terminal_safe
 from servprobe.report.base import (
     MAX_FINGERPRINTS,
     command_line,
     extra_text,
+    safe_text,
     service_info,
     split_ports,
     summary_text,
@@ -30,7 +30,7 @@ FP_SEPARATOR = "==============NEXT SERVICE FINGERPRINT (SUBMIT INDIVIDUALLY)====
 
 
 def _s(text: object) -> str:
-    return terminal_safe(str(text))
+    return safe_text(str(text))
 
 
 def port_table(results: list[ServiceResult], service_scan: bool) -> list[str]:
