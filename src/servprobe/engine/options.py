@@ -31,7 +31,7 @@ class EngineOptions:
     timing: int = 3  # -T0..-T5
     max_parallelism: int | None = None  # services in progress, global
     per_host_parallelism: int | None = None
-    probe_parallelism: int = 4  # speculative connections per service (issue 6)
+    probe_parallelism: int = 32  # speculative connections per service (issue 6)
     sequential: bool = False  # nmap's exact one-probe-at-a-time behaviour
     connect_timeout: float = 5.0
     host_timeout: float | None = None  # seconds per host, None = unbounded
@@ -41,3 +41,8 @@ class EngineOptions:
     rpc_portmapper: bool = True  # RPC grinder may ask the host's portmapper (111) first (H6)
     max_read: int = 4096  # bytes kept per response (nmap: 4096)
     regex_timeout: float = 0.5  # seconds per regex call; a timeout counts as no match
+    # speculation (engine.state): how long NULL must stay silent beyond a speculative answer's
+    # latency before a service counts as request-first
+    speculation_grace: float = 0.5
+    speculation_delay: float = 0.2  # NULL listens alone this long before speculation starts
+    per_host_connections: int | None = None  # speculative connections per host (None: by timing)

@@ -73,8 +73,14 @@ the cheat step are sped up. Known limit: a server that answers requests at once 
 unsolicited message to idle clients more than `grace` later (e.g. an idle-timeout notice)
 would be identified by its answer, where nmap would see the notice first.
 
+Speculation on TCP starts options.speculation_delay (0.2 s) after NULL connects, not at once:
+banner-first services answer NULL within milliseconds and need no extra connections (a burst
+of them would even make sshd drop connections, MaxStartups). Attempts are launched in order
+(port-listed probes first), skipping probes a softmatch already excludes.
+
 Silent ports cost about one NULL wait plus one probe wait when probe_parallelism covers the
-order, instead of one wait per probe.
+order (default 32: nmap's DB selects ~30 TCP probes at intensity 7), instead of one wait per
+probe: NULL 6 s + cheat step 5 s, against about 150 s sequentially.
 """
 
 from __future__ import annotations
@@ -96,6 +102,10 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_MS = 5000
 DEFAULT_TCPWRAPPED_MS = 2000
 MAX_TLS_LEVEL = 1  # 0: modern client defaults; 1: everything OpenSSL still accepts
+# A response is re-matched as it grows, but at most this often: a server dripping one byte
+# per millisecond must not cost a full pass over thousands of patterns per byte. Pending bytes
+# are matched when the interval ends and always before a step ends, so outcomes do not change.
+MATCH_INTERVAL = 0.05
 
 
 # ---------------------------------------------------------------- events ---------------------
@@ -231,6 +241,8 @@ class Attempt:
     buf: bytearray = field(default_factory=bytearray)
     soft: Identification | None = None
     done: bool = False
+    last_match: float | None = None
+    rematch_at: float | None = None  # bytes arrived since the last match, match them then
 
 
 class ServiceMachine:
@@ -252,6 +264,7 @@ class ServiceMachine:
         self.proto = target.proto
         self.speculate = not options.sequential and options.probe_parallelism > 0
         self.grace = float(getattr(options, "speculation_grace", 0.5))
+        self.spec_delay = float(getattr(options, "speculation_delay", 0.2))
         self.finished = False
         self.result: ServiceResult | None = None
         self._next_conn = 1
@@ -310,12 +323,19 @@ class ServiceMachine:
     def next_deadline(self) -> float | None:
         best: float | None = None
         for att in self._attempts.values():
-            if not att.done and att.deadline is not None:
-                if best is None or att.deadline < best:
-                    best = att.deadline
+            if att.done:
+                continue
+            for d in (att.deadline, att.rematch_at):
+                if d is not None and (best is None or d < best):
+                    best = d
         h = self._silence_check_at()
         if h is not None and (best is None or h < best):
             best = h
+        if self.speculate and self._null_att is not None and not self._null_att.done:
+            spec = self._spec_start_at()
+            if spec is not None and spec != float("inf") and not self._fresh_started:
+                if best is None or spec < best:
+                    best = spec
         return best
 
     @property
@@ -447,7 +467,21 @@ class ServiceMachine:
         if self.speculate:
             self._speculate(now)
 
+    def _spec_start_at(self) -> float | None:
+        """When speculation may begin: a short while after NULL connects (TCP), so banner-first
+        services (most of them answer within milliseconds) are not hit by a burst of extra
+        connections they do not need (sshd's MaxStartups would even drop some)."""
+        if self.proto != "tcp" or self.cursor > 0:
+            return None
+        null = self._null_att
+        if null is None or null.connected_at is None:
+            return float("inf")
+        return null.connected_at + self.spec_delay
+
     def _speculate(self, now: float) -> None:
+        start = self._spec_start_at()
+        if start is not None and now < start:
+            return
         inflight = sum(
             1 for a in self._attempts.values() if a.budgeted and not a.done
         )
@@ -521,21 +555,42 @@ class ServiceMachine:
         room = self.opts.max_read - len(att.buf)
         if room > 0:
             att.buf += data[:room]
+        full = len(att.buf) >= self.opts.max_read
+        if not full and att.last_match is not None and now - att.last_match < MATCH_INTERVAL:
+            att.rematch_at = att.last_match + MATCH_INTERVAL
+            return
+        if self._rematch(att, now):
+            return
+        if full:
+            self._end(att, Outcome(att.soft, bytes(att.buf), "cap"), now)
+
+    def _rematch(self, att: Attempt, now: float) -> bool:
+        """Match the whole response so far; True when that ended the attempt (hard match)."""
+        att.last_match = now
+        att.rematch_at = None
         ident = self._match(att)
         if ident is not None and not ident.soft:
             self._end(att, Outcome(ident, bytes(att.buf), "match"), now)
-            return
+            return True
         if ident is not None and att.soft is None:
             att.soft = ident
-        if len(att.buf) >= self.opts.max_read:
-            self._end(att, Outcome(att.soft, bytes(att.buf), "cap"), now)
+        return False
 
     def _on_timeout(self, now: float) -> None:
         for att in list(self._attempts.values()):
-            if not att.done and att.deadline is not None and att.deadline <= now:
+            if att.done:
+                continue
+            if att.rematch_at is not None and (
+                att.rematch_at <= now or (att.deadline is not None and att.deadline <= now)
+            ):
+                if self._rematch(att, now):
+                    continue
+            if att.deadline is not None and att.deadline <= now:
                 self._end(att, Outcome(att.soft, bytes(att.buf), "timeout"), now)
 
     def _on_closed(self, att: Attempt, now: float) -> None:
+        if att.rematch_at is not None and self._rematch(att, now):
+            return
         wrapped = False
         if att.kind == "null" and not att.buf and att.connected_at is not None:
             limit = (att.probe.tcpwrappedms or DEFAULT_TCPWRAPPED_MS) / 1000.0
@@ -574,6 +629,7 @@ class ServiceMachine:
     def _end(self, att: Attempt, out: Outcome, now: float, closed: bool = False) -> None:
         att.done = True
         att.deadline = None
+        att.rematch_at = None
         if att.kind == "null":
             self._null_out = out
             keep = out.end in ("timeout", "cap") and not closed

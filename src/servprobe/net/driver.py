@@ -1,0 +1,455 @@
+"""The asyncio driver of the service scan: runs thousands of state machines at once.
+
+Public API (the CLI and benchmarks call these):
+
+    await run_service_scan(db, targets, options, on_result, trace=None)
+    scan_services(db, targets, options=None) -> list[ServiceResult]       # sync convenience
+
+Each service is a `ServiceMachine` (engine.state) plus a `_Runner` here that carries out its
+actions: connects (TCP, TLS via start_tls, connected UDP sockets; IPv4 and IPv6), sends,
+closes, and one timer per service for the machine's `Wait(deadline)`. No service has a task
+of its own except while a connect is in flight; socket callbacks feed the machine directly.
+
+Limits: services in progress (global and per host), speculative connections (per host and
+global, from RLIMIT_NOFILE, whose soft limit is raised to the hard one), a per-host timeout,
+bytes kept per response (the machine), regex time per call (the matcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from servprobe.engine.plan import Planner
+from servprobe.engine.state import (
+    Close,
+    ConnBudget,
+    Connect,
+    Connected,
+    ConnectFailed,
+    Note,
+    Report,
+    Send,
+    ServiceMachine,
+    Timeout,
+    TlsFailed,
+    Wait,
+    describe,
+)
+from servprobe.net.conn import TcpProtocol, UdpProtocol
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Callable, Iterable
+
+    from servprobe.engine.options import EngineOptions, ServiceTarget
+    from servprobe.engine.state import Action, Event
+    from servprobe.probes.model import ProbeDB
+    from servprobe.result import ServiceResult
+
+# Services in progress, by timing template. nmap runs 20 at -T3 in one thread; an event loop
+# with cheap per-service state runs far more. The per-host figures keep one target from being
+# hit by hundreds of connections at once.
+SERVICES_BY_TIMING = {0: 1, 1: 1, 2: 8, 3: 1000, 4: 2000, 5: 4000}
+PER_HOST_BY_TIMING = {0: 1, 1: 1, 2: 2, 3: 32, 4: 64, 5: 128}
+# speculative connections per host (issue 6); none at -T0/-T1 (one probe at a time, like nmap)
+CONNS_PER_HOST_BY_TIMING = {0: 0, 1: 0, 2: 8, 3: 256, 4: 512, 5: 1024}
+FD_RESERVE = 128  # descriptors kept free for the rest of the process (files, DNS, stdout)
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+class Limits:
+    """How many services and connections may be in flight (see module docstring)."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        nofile = raise_nofile_limit()
+        fds = max(16, nofile - FD_RESERVE)
+        timing = min(max(options.timing, 0), 5)
+        services = options.max_parallelism or SERVICES_BY_TIMING[timing]
+        # every service in progress may hold 2 connections of its own (NULL + a retry)
+        self.services = max(1, min(services, fds // 2))
+        self.per_host = max(1, options.per_host_parallelism or PER_HOST_BY_TIMING[timing])
+        spare = max(0, fds - 2 * self.services)
+        self.speculative = spare
+        per_host_conns = options.per_host_connections
+        if per_host_conns is None:
+            per_host_conns = CONNS_PER_HOST_BY_TIMING[timing]
+        self.per_host_connections = per_host_conns
+
+
+class _Host:
+    """Per-host queue of services, its workers, its connection budget and its timeout clock."""
+
+    __slots__ = ("budget", "deadline", "queue", "started", "workers")
+
+    def __init__(self, limits: Limits, global_budget: ConnBudget) -> None:
+        self.queue: deque[ServiceTarget] = deque()
+        self.workers = 0
+        self.budget = ConnBudget(limits.per_host_connections, global_budget)
+        self.started: float | None = None
+        self.deadline: float | None = None
+
+
+class _Tracer:
+    def __init__(self, trace: Callable[[str], None] | None, enabled: bool) -> None:
+        self.trace = trace if trace is not None else (_stderr_trace if enabled else None)
+        self.t0 = time.monotonic()
+
+    def __call__(self, where: str, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"SERVPROBE ({time.monotonic() - self.t0:.4f}s) {where} {text}")
+
+
+def _stderr_trace(line: str) -> None:
+    import sys
+
+    from servprobe.escape import terminal_safe
+
+    print(terminal_safe(line), file=sys.stderr, flush=True)
+
+
+class _Runner:
+    """Carries out one machine's actions; feeds it socket events and timer expiries."""
+
+    def __init__(
+        self,
+        machine: ServiceMachine,
+        target: ServiceTarget,
+        tracer: _Tracer,
+        host_deadline: float | None,
+    ) -> None:
+        self.m = machine
+        self.t = target
+        self.loop = asyncio.get_running_loop()
+        self.tracer = tracer if tracer.trace is not None else None
+        self.conns: dict[int, Any] = {}  # conn -> protocol
+        self.tls: dict[int, bool] = {}
+        self.connecting: dict[int, asyncio.Task[None]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.host_timer: asyncio.TimerHandle | None = None
+        self.done: asyncio.Future[ServiceResult] = self.loop.create_future()
+        addr = target.address
+        self.where = f"[{addr}]:{target.port}" if ":" in addr else f"{addr}:{target.port}"
+        if host_deadline is not None:
+            self.host_timer = self.loop.call_at(host_deadline, self._host_timeout)
+
+    def _log(self, text: str) -> None:
+        if self.tracer is not None:
+            self.tracer(self.where, text)
+
+    def start(self) -> None:
+        self._do(self.m.start(self.loop.time()))
+
+    def feed(self, ev: Event) -> None:
+        if self.done.done():
+            return
+        if self.tracer is not None:
+            self._trace_event(ev)
+        self._do(self.m.handle(ev, self.loop.time()))
+
+    def _trace_event(self, ev: Event) -> None:
+        from servprobe.engine.state import Closed, Data
+
+        if isinstance(ev, Data):
+            self._log(f"conn {ev.conn} READ {len(ev.data)} bytes: {describe(ev.data)}")
+        elif isinstance(ev, Closed):
+            self._log(f"conn {ev.conn} {'RESET' if ev.reset else 'EOF'}")
+        elif isinstance(ev, Connected):
+            self._log(f"conn {ev.conn} CONNECT SUCCESS{' (TLS)' if self.tls.get(ev.conn) else ''}")
+        elif isinstance(ev, ConnectFailed):
+            self._log(f"conn {ev.conn} CONNECT FAILED: {ev.error}")
+        elif isinstance(ev, TlsFailed):
+            self._log(f"conn {ev.conn} TLS FAILED: {ev.error}")
+        elif isinstance(ev, Timeout):
+            self._log("TIMEOUT")
+
+    def _do(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                proto = self.conns.get(a.conn)
+                if proto is not None and proto.transport is not None and not proto.gone:
+                    self._log(f"conn {a.conn} SEND {a.probe} {len(a.data)} bytes: {describe(a.data)}")
+                    try:
+                        if isinstance(proto, UdpProtocol):
+                            proto.transport.sendto(a.data)
+                        else:
+                            proto.transport.write(a.data)
+                    except (OSError, RuntimeError) as exc:
+                        self._log(f"conn {a.conn} SEND failed: {exc}")
+            elif isinstance(a, Connect):
+                self.tls[a.conn] = a.tls_level is not None
+                mode = f"TLS level {a.tls_level}" if a.tls_level is not None else a.proto.upper()
+                self._log(f"conn {a.conn} {mode} connection requested (timeout {a.timeout:.1f}s)")
+                self.connecting[a.conn] = self.loop.create_task(self._connect(a))
+            elif isinstance(a, Close):
+                self._close(a.conn)
+            elif isinstance(a, Wait):
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+                if a.deadline is not None:
+                    self.timer = self.loop.call_at(a.deadline, self._on_timer)
+            elif isinstance(a, Note):
+                self._log(a.text)
+            elif isinstance(a, Report):
+                self._finish(a.result)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.feed(Timeout())
+
+    def _host_timeout(self) -> None:
+        self.host_timer = None
+        if not self.done.done():
+            self._log("host timeout")
+            self._do(self.m.abort(self.loop.time(), "host timeout"))
+
+    def _close(self, conn: int) -> None:
+        task = self.connecting.pop(conn, None)
+        if task is not None:
+            task.cancel()
+        proto = self.conns.pop(conn, None)
+        self.tls.pop(conn, None)
+        if proto is not None:
+            proto.gone = True
+            tr = proto.transport
+            if tr is not None:
+                if isinstance(proto, TcpProtocol):
+                    tr.abort()  # no lingering FIN_WAIT/TLS shutdown dance for a probe socket
+                else:
+                    tr.close()
+
+    def cancel(self) -> None:
+        """Release everything (normal end, cancellation, error)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.host_timer is not None:
+            self.host_timer.cancel()
+            self.host_timer = None
+        for conn in list(self.conns) + list(self.connecting):
+            self._close(conn)
+
+    def _finish(self, result: ServiceResult) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.host_timer is not None:
+            self.host_timer.cancel()
+            self.host_timer = None
+        for conn in list(self.conns) + list(self.connecting):
+            self._close(conn)
+        if not self.done.done():
+            self.done.set_result(result)
+
+    async def _connect(self, a: Connect) -> None:
+        loop = self.loop
+        conn = a.conn
+        t = self.t
+        proto: Any
+        try:
+            async with asyncio.timeout(a.timeout):
+                if a.proto == "udp":
+                    proto = UdpProtocol(conn, self.feed)
+                    family = socket.AF_INET6 if ":" in t.address else socket.AF_INET
+                    await loop.create_datagram_endpoint(
+                        lambda: proto, remote_addr=(t.address, t.port), family=family
+                    )
+                else:
+                    proto = TcpProtocol(conn, self.feed)
+                    tr, _ = await loop.create_connection(lambda: proto, t.address, t.port)
+                    if a.tls_level is not None:
+                        from servprobe.net.tls import client_context, sni_name
+
+                        try:
+                            new = await loop.start_tls(
+                                tr,
+                                proto,
+                                client_context(a.tls_level),
+                                server_hostname=sni_name(t.hostname),
+                                ssl_handshake_timeout=a.timeout,
+                            )
+                        except (OSError, EOFError, TimeoutError, ConnectionError) as exc:
+                            proto.gone = True
+                            proto.held = None
+                            tr.abort()
+                            self.connecting.pop(conn, None)
+                            self.feed(TlsFailed(conn, repr(exc)))
+                            return
+                        if new is None:
+                            proto.gone = True
+                            self.connecting.pop(conn, None)
+                            self.feed(TlsFailed(conn, "connection closed during handshake"))
+                            return
+                        proto.transport = new
+        except asyncio.CancelledError:
+            raise
+        except (OSError, TimeoutError) as exc:
+            self.connecting.pop(conn, None)
+            self.feed(ConnectFailed(conn, str(exc) or type(exc).__name__))
+            return
+        self.connecting.pop(conn, None)
+        if self.done.done():
+            with contextlib.suppress(Exception):
+                proto.transport.abort() if isinstance(proto, TcpProtocol) else proto.transport.close()
+            return
+        self.conns[conn] = proto
+        self.feed(Connected(conn))
+        proto.go_live()
+
+
+async def _aiter(targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget]):
+    if hasattr(targets, "__aiter__"):
+        async for t in targets:  # type: ignore[union-attr]
+            yield t
+    else:
+        for t in targets:  # type: ignore[union-attr]
+            yield t
+
+
+def _grinder() -> Any:
+    try:
+        from servprobe.rpc import grinder
+    except ImportError:
+        return None
+    if not hasattr(grinder, "wants_grind") or not hasattr(grinder, "grind_result"):
+        return None
+    return grinder
+
+
+async def run_service_scan(
+    db: ProbeDB,
+    targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget],
+    options: EngineOptions,
+    on_result: Callable[[ServiceResult], None],
+    trace: Callable[[str], None] | None = None,
+) -> None:
+    """Identify every target; call on_result(result) as each one finishes (any order)."""
+    limits = Limits(options)
+    planner = Planner(db)
+    tracer = _Tracer(trace, options.version_trace)
+    if trace is not None and not options.version_trace:
+        tracer.trace = None
+    global_budget = ConnBudget(limits.speculative)
+    hosts: dict[str, _Host] = {}
+    services = asyncio.Semaphore(limits.services)
+    # targets read ahead of the scan: bounds memory for huge target lists
+    queued = asyncio.Semaphore(max(10_000, 4 * limits.services))
+    grinder = _grinder() if options.rpc_grind else None
+    tasks: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(target: ServiceTarget, host: _Host) -> ServiceResult:
+        now = loop.time()
+        if host.started is None:
+            host.started = now
+            if options.host_timeout is not None:
+                host.deadline = now + options.host_timeout
+        machine = ServiceMachine(target, db, planner, options, host.budget)
+        runner = _Runner(machine, target, tracer, host.deadline)
+        try:
+            if host.deadline is not None and now >= host.deadline:
+                runner._do(machine.abort(now, "host timeout"))
+            else:
+                runner.start()
+            result = await runner.done
+        finally:
+            runner.cancel()
+        if grinder is not None:
+            try:
+                if grinder.wants_grind(result):
+                    result = await grinder.grind_result(result, options)
+            except Exception as exc:  # the grinder must not lose the result
+                tracer(runner.where, f"RPC grinding failed: {exc!r}")
+        return result
+
+    async def worker(host: _Host) -> None:
+        try:
+            while host.queue:
+                target = host.queue.popleft()
+                queued.release()
+                async with services:
+                    result = await one(target, host)
+                on_result(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            host.workers -= 1
+
+    try:
+        async for target in _aiter(targets):
+            await queued.acquire()
+            host = hosts.get(target.address)
+            if host is None:
+                host = hosts[target.address] = _Host(limits, global_budget)
+            host.queue.append(target)
+            if host.workers < limits.per_host:
+                host.workers += 1
+                task = loop.create_task(worker(host))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if errors:
+                break
+        while tasks and not errors:
+            await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if errors:
+        raise errors[0]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (faster for many sockets), else asyncio's."""
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def scan_services(
+    db: ProbeDB,
+    targets: Iterable[ServiceTarget],
+    options: EngineOptions | None = None,
+    trace: Callable[[str], None] | None = None,
+) -> list[ServiceResult]:
+    """Synchronous convenience: results in the order of `targets`."""
+    from servprobe.engine.options import EngineOptions as _Opts
+
+    opts = options or _Opts()
+    targets = list(targets)
+    found: dict[tuple[str, str, int], ServiceResult] = {}
+
+    def keep(r: ServiceResult) -> None:
+        found[r.key] = r
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(run_service_scan(db, targets, opts, keep, trace))
+    finally:
+        loop.close()
+    return [found[(t.address, t.proto, t.port)] for t in targets if (t.address, t.proto, t.port) in found]
