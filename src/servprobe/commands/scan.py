@@ -53,7 +53,8 @@ examples:
 
 targets: 10.0.0.1  10.0.0.0/24  10.0.0-3.1-254  10.0.1,3,5-7.1  host.example  -6 ::1  -iL FILE
 times (--host-timeout): 500ms  10s  30m  2h  (a bare number is seconds)
-exit status: 0 done, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 SIGTERM
+exit status: 0 done, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C), 143 SIGTERM,
+  129 SIGHUP; every output is complete and well-formed for what had finished
 """
 
 
@@ -149,9 +150,11 @@ def build_parser() -> _Parser:
     g.add_argument("-v", dest="verbose", action="count", default=0, help="more output (repeatable)")
     g.add_argument("-d", dest="debug", action="count", default=0, help="debugging output (repeatable)")
     g.add_argument("--no-progress", action="store_true", help="no live progress display")
-    g = p.add_argument_group("scan store")
-    g.add_argument("--store", metavar="PATH", help="record the scan in a SQLite store")
-    g.add_argument("--resume", metavar="PATH", help="continue an interrupted stored scan")
+    # taken out of argv by servprobe.store.cli_hooks.prepare before parsing; listed for --help
+    g = p.add_argument_group("scan store (results kept as they arrive)")
+    g.add_argument("--store", metavar="FILE", help="the SQLite store to write (default: a new file in the user state dir)")
+    g.add_argument("--no-store", action="store_true", help="keep no store")
+    g.add_argument("--resume", metavar="FILE", help="continue the interrupted scan stored in FILE")
     p.add_argument("-V", "--version", action="version", version=f"servprobe {__version__}")
     return p
 
@@ -264,8 +267,6 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(expand_combined(argv))
 
-    if args.resume:
-        return _resume(args)
     if args.ipv6 and not args.targets and not args.input_file:
         args.targets = ["::1"]
     targets_given = args.targets or ([] if args.input_file else ["127.0.0.1"])
@@ -297,9 +298,6 @@ def _main(argv: list[str]) -> int:
     reporters, terminal = build_outputs(args)
     if terminal:
         reporters.insert(0, NormalReporter(None))
-    store_reporter = _store_reporter(args)
-    if store_reporter is not None:
-        reporters.append(store_reporter)
     outputs = Outputs(reporters)
 
     run = ScanRun(
@@ -351,25 +349,6 @@ def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None
         await run_service_scan(db, targets, options, on_result, trace)
 
     return scan
-
-
-def _store_reporter(args: argparse.Namespace) -> Reporter | None:
-    """--store PATH: the scan store (issue 7) as one more reporter, when it provides one."""
-    if not args.store:
-        return None
-    try:
-        from servprobe.store import reporter as store_mod  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError("--store is not available in this build") from None
-    return store_mod.StoreReporter(args.store)  # type: ignore[no-any-return]
-
-
-def _resume(args: argparse.Namespace) -> int:
-    try:
-        from servprobe.store import resume as resume_mod  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError("--resume is not available in this build") from None
-    return int(resume_mod.resume_main(args.resume, args))
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -430,7 +409,7 @@ def _run(
         _stderr(f"output error: {err}")
     if signalled:
         _stderr(f"interrupted by {signal.Signals(signalled[0]).name}; finished results were written")
-        return EXIT_SIGTERM if signalled[0] == signal.SIGTERM else EXIT_SIGINT
+        return 128 + signalled[0]  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
     return 1 if outputs.errors else 0
 
 
