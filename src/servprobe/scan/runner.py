@@ -133,10 +133,9 @@ class ScanRunner:
                 if not host.reported and (host.portscan_done or host.ports.states or host.services):
                     self._finish_host(host)
             self.run.end = time.time()
-            self.run.hosts_total = self.stats.hosts_done if self.run.interrupted else max(
-                self.stats.hosts_done, 0
-            )
-            self.run.hosts_up = self.stats.hosts_up
+            # counts of reported hosts (run.hosts keeps the up ones; down ones are only counted)
+            self.run.hosts_total = self.stats.hosts_done
+            self.run.hosts_up = sum(1 for h in self.run.hosts if h.status == "up")
             if self.scanner is not None:
                 self.scanner.close()
             self.outputs.finish(self.run)
@@ -213,6 +212,7 @@ class ScanRunner:
         loop = asyncio.get_running_loop()
         if self.config.skip_discovery:
             host.result.status, host.result.reason = "up", "user-set"
+            self.stats.hosts_up += 1
         else:
             up, reason, latency = await self.scanner.discover(
                 address, family, self.config.ports.get("tcp")
@@ -224,6 +224,7 @@ class ScanRunner:
                 self.stats.ports_done += self.config.ports.total()
                 self._finish_host(host)
                 return
+            self.stats.hosts_up += 1
         rdns = (
             loop.run_in_executor(None, reverse_dns, address) if self.config.reverse_dns else None
         )
@@ -298,8 +299,6 @@ class ScanRunner:
         res.endtime = time.time()
         self._hosts.pop(host.target.address, None)
         self.stats.hosts_done += 1
-        if res.status == "up":
-            self.stats.hosts_up += 1
         groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for (proto, port), (state, reason) in host.ports.states.items():
             if (proto, port) in host.services:
