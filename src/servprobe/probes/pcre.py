@@ -91,8 +91,15 @@ def _escape(p: bytes, i: int, out: bytearray, *, inside: bool) -> int:
         end = p.find(close, i + 3)
         if end < 0:
             raise PatternSyntaxError(f"unterminated \\{chr(c)} escape")
-        if c == ord("o"):  # \o{octal}
-            out += b"\\x%02x" % (int(p[i + 3 : end] or b"0", 8) & 0xFF)
+        if c in (ord("o"), ord("x")) and p[i + 2] == ord("{"):  # \o{octal} \x{hex}
+            digits = p[i + 3 : end].strip()
+            try:
+                value = int(digits or b"0", 8 if c == ord("o") else 16)
+            except ValueError:
+                raise PatternSyntaxError(f"bad \\{chr(c)}{{…}} escape") from None
+            if value > 0xFF:  # nmap's PCRE works on bytes (no UTF mode)
+                raise PatternSyntaxError(f"character value in \\{chr(c)}{{…}} is too large")
+            out += b"\\x%02x" % value
         elif c == ord("g") and p[i + 2] == ord("{") and p[i + 3 : end].isdigit():
             out += b"(?:\\" + p[i + 3 : end] + b")"
         else:
