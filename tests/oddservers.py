@@ -221,8 +221,11 @@ class OddServers:
             for s in self.servers:
                 if isinstance(s, asyncio.base_events.Server):
                     s.close()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(s.wait_closed(), 2)
+            me = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not me]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         for ev, _ in self._threads:
             ev.set()
