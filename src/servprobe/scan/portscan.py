@@ -14,8 +14,10 @@ Host discovery (skipped with -Pn): like nmap without root, a TCP connect to 80 a
 to the scanned TCP ports when there are few of them — a host is up if any connect succeeds or
 is refused.
 
-Concurrency: one semaphore bounds sockets in flight for the whole scan (across hosts), under
-the file-descriptor limit; EMFILE/ENOBUFS make a probe wait and retry without counting a try.
+Concurrency: one ConnectPool (an epoll set watched by the event loop) bounds TCP connects in
+flight for the whole scan, across hosts, under the file-descriptor limit; EMFILE/ENOBUFS or a
+lack of ephemeral ports make a probe wait and retry without counting a try. UDP sockets are
+bounded by a semaphore of the same size.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ _ICMP_REASONS = {
 }
 _TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL, errno.EAGAIN}
 
-_RETRY = object()
+# non-blocking from socket() on (Linux): one fcntl syscall less per port
+_NONBLOCK_FLAG = getattr(socket, "SOCK_NONBLOCK", 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK_FLAG
 
 PortCallback = Callable[[str, int, str, str], None]  # proto, port, state, reason
 
@@ -140,15 +144,22 @@ class ConnectPool:
         """Begin one connect; `done((state, reason))` later, or `done(None)` if it must be
         retried for lack of resources (EMFILE, no ephemeral port)."""
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(family, _STREAM_NONBLOCK)
         except OSError as exc:
             if exc.errno in _TRANSIENT:
                 done(None)
                 return
             raise
-        sock.setblocking(False)
+        if not _STREAM_NONBLOCK & _NONBLOCK_FLAG:
+            sock.setblocking(False)
         self.sent += 1
         err = sock.connect_ex((address, port))
+        if err == errno.EINPROGRESS:
+            # a local refusal (loopback, own addresses) has usually arrived already: one
+            # getsockopt saves the epoll round trip for most ports of a local scan
+            early = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if early:
+                err = early
         if err != errno.EINPROGRESS:
             result = _finish(sock, err)
             sock.close()
@@ -163,11 +174,7 @@ class ConnectPool:
 
     def _complete(self, fd: int, result: tuple[str, str] | None) -> None:
         sock, done = self._inflight.pop(fd)
-        try:
-            self._ep.unregister(fd)
-        except OSError:
-            pass
-        sock.close()
+        sock.close()  # closing the only reference also drops it from the epoll set
         done(result)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
