@@ -22,24 +22,24 @@ pytestmark = pytest.mark.daemon
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
 
-# (fixture, endpoint, layer, probe, intensity whose expectation applies)
+# (fixture, endpoint, layer, probe, own_probe: the service's own probe, which tells more)
 CASES = [
-    ("sshd_daemon", "sshd", "tcp", "NULL", 7),
-    ("nginx_daemon", "nginx-http", "tcp", "GetRequest", 7),
-    ("nginx_daemon", "nginx-http", "tcp", "HTTPOptions", 7),
-    ("nginx_daemon", "nginx-https", "ssl", "GetRequest", 7),
-    ("vsftpd_daemon", "vsftpd", "tcp", "NULL", 7),
-    ("postfix_daemon", "postfix", "tcp", "NULL", 7),
-    ("redis_daemon", "redis", "tcp", "GetRequest", 7),
-    ("redis_daemon", "redis", "tcp", "redis-server", 9),
-    ("memcached_daemon", "memcached", "tcp", "GenericLines", 7),
-    ("memcached_daemon", "memcached", "tcp", "Memcache", 9),
-    ("memcached_daemon", "memcached-udp", "udp", "memcached", 9),
-    ("dnsmasq_daemon", "dnsmasq", "tcp", "DNSVersionBindReqTCP", 7),
-    ("dnsmasq_daemon", "dnsmasq-udp", "udp", "DNSVersionBindReq", 7),
-    ("postgresql_daemon", "postgresql", "tcp", "SMBProgNeg", 7),
-    ("stunnel_daemon", "stunnel-ssh", "ssl", "NULL", 7),
-    ("stunnel_daemon", "stunnel-redis", "ssl", "GetRequest", 7),
+    ("sshd_daemon", "sshd", "tcp", "NULL", False),
+    ("nginx_daemon", "nginx-http", "tcp", "GetRequest", False),
+    ("nginx_daemon", "nginx-http", "tcp", "HTTPOptions", False),
+    ("nginx_daemon", "nginx-https", "ssl", "GetRequest", False),
+    ("vsftpd_daemon", "vsftpd", "tcp", "NULL", False),
+    ("postfix_daemon", "postfix", "tcp", "NULL", False),
+    ("redis_daemon", "redis", "tcp", "GetRequest", False),
+    ("redis_daemon", "redis", "tcp", "redis-server", True),
+    ("memcached_daemon", "memcached", "tcp", "GenericLines", False),
+    ("memcached_daemon", "memcached", "tcp", "Memcache", True),
+    ("memcached_daemon", "memcached-udp", "udp", "memcached", True),
+    ("dnsmasq_daemon", "dnsmasq", "tcp", "DNSVersionBindReqTCP", False),
+    ("dnsmasq_daemon", "dnsmasq-udp", "udp", "DNSVersionBindReq", False),
+    ("postgresql_daemon", "postgresql", "tcp", "SMBProgNeg", False),
+    ("stunnel_daemon", "stunnel-ssh", "ssl", "NULL", False),
+    ("stunnel_daemon", "stunnel-redis", "ssl", "GetRequest", False),
 ]
 
 # TLS ports answer nmap's TLS probes in plain TCP with a handshake: service "ssl"
@@ -71,17 +71,17 @@ def _exchange(d: daemons.Daemon, ep: daemons.Endpoint, layer: str, probe: cap.Pr
     return r["data"]
 
 
-@pytest.mark.parametrize(("fixture", "endpoint", "layer", "probe", "intensity"), CASES,
+@pytest.mark.parametrize(("fixture", "endpoint", "layer", "probe", "own_probe"), CASES,
                          ids=[f"{c[1]}-{c[2]}-{c[3]}" for c in CASES])
 def test_live_reply_identified(request: pytest.FixtureRequest, nmap_db: ProbeDB,
                                payloads: dict, fixture: str, endpoint: str, layer: str,
-                               probe: str, intensity: int) -> None:
+                               probe: str, own_probe: bool) -> None:
     d: daemons.Daemon = request.getfixturevalue(fixture)
     ep = d.endpoint(endpoint)
     proto = "udp" if layer == "udp" else "tcp"
     data = _exchange(d, ep, layer, payloads[(proto, probe)])
     assert data, f"{endpoint} sent nothing to {probe}; daemon log:\n{d.log_text()}"
-    want = daemons.expected_identity(d, ep, intensity=intensity)
+    want = daemons.expected_identity(d, ep, own_probe=own_probe)
     got = nmap_db.match(probe, data, proto)
     if want.service is None:
         assert got is None, got
