@@ -83,7 +83,11 @@ class BannerServer:
 
     def close(self) -> None:
         self.stopping = True
+        # shutdown wakes the thread blocked in accept(); close alone would leave it listening
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -258,6 +262,21 @@ def test_terminal_shows_ansi_from_a_service_escaped(probes: Path) -> None:
     assert b"EvilServer 1.0" in screen
     assert b"\x1b[31mred" not in screen and b"\x1b]0;pwned" not in screen and b"\x9b2J" not in screen
     assert b"\\x1b[31mred" in screen
+    assert b"ETA" in screen and b"hosts 0/1" in screen  # the live progress line (on stderr)
+
+
+def test_no_progress_display_when_piped(probes: Path) -> None:
+    with servers(SSH_BANNER) as (ssh,):
+        proc = run_cli("--db", str(probes), "-n", "-p", str(ssh.port), "127.0.0.1")
+    assert proc.returncode == 0
+    assert "ETA" not in proc.stderr and "\x1b" not in proc.stderr
+
+
+def test_verbose_announces_open_ports(probes: Path) -> None:
+    with servers(SSH_BANNER) as (ssh,):
+        proc = run_cli("--db", str(probes), "-v", "-n", "-p", str(ssh.port), "127.0.0.1")
+    assert proc.returncode == 0
+    assert f"Discovered open port {ssh.port}/tcp on 127.0.0.1" in proc.stdout
 
 
 def _wait_for(path: Path, needle: str, timeout: float = 60) -> None:

@@ -186,8 +186,9 @@ def test_xml_is_read_by_python_libnmap(tmp_path: Path) -> None:
 def test_grepable_lines() -> None:
     out = render(GrepableReporter).splitlines()
     assert out[0].startswith("# servprobe 0.1.0 scan initiated")
-    assert out[1] == "Host: 127.0.0.1 (localhost)\tStatus: Up"
-    ports_line = out[2]
+    assert out[1] == "# Probe database: /usr/share/nmap/nmap-service-probes"
+    assert out[2] == "Host: 127.0.0.1 (localhost)\tStatus: Up"
+    ports_line = out[3]
     assert ports_line.startswith("Host: 127.0.0.1 (localhost)\tPorts: ")
     assert "22/open/tcp//ssh//OpenSSH 9.2p1 Debian 2 (protocol 2.0)/" in ports_line
     assert "443/open/tcp//ssl|http//nginx 1.22.1/" in ports_line
@@ -245,3 +246,16 @@ def test_all_ports_ignored_message() -> None:
     rep.host(host)
     assert "All 1000 scanned ports on 10.0.0.1 are in ignored states." in buf.getvalue()
     assert "Not shown: 1000 closed tcp ports (conn-refused)" in buf.getvalue()
+
+
+def test_progress_status_line_and_eta() -> None:
+    from servprobe.report.progress import eta_seconds, status_line
+    from servprobe.scan.runner import Stats
+
+    stats = Stats(hosts_total=4, hosts_done=1, hosts_up=2, ports_total=4000, ports_done=2000,
+                  services_total=10, services_done=5, started=100.0)
+    assert eta_seconds(stats, now=110.0) == pytest.approx(10.0)
+    line = status_line(stats, now=110.0)
+    assert line == "hosts 1/4 (2 up)  ports 2000/4000  services 5 done, 5 in flight  ETA 00:00:10"
+    fresh = Stats(ports_total=10, started=100.0)
+    assert eta_seconds(fresh, now=100.5) is None and "ETA --:--" in status_line(fresh, now=100.5)

@@ -334,7 +334,10 @@ def _main(argv: list[str]) -> int:
             f"connect timeout {pscfg.timeout}s, retries {pscfg.retries}, sockets {pscfg.concurrency}"
         )
 
-    return _run(targets, config, outputs, run, engine, progress=not args.no_progress and not args.version_trace)
+    return _run(
+        targets, config, outputs, run, engine,
+        progress=not args.no_progress and not args.version_trace, terminal=terminal,
+    )
 
 
 def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None) -> Callable[
@@ -367,13 +370,19 @@ def _run(
     run: ScanRun,
     engine: Any,
     progress: bool,
+    terminal: bool = True,
 ) -> int:
     from servprobe.report.progress import ProgressDisplay, wanted
 
     signalled: list[int] = []
 
     async def go() -> ScanRun:
-        runner = ScanRunner(targets, config, outputs, run, engine)
+        discovered = None
+        if run.verbose and terminal:
+            def discovered(address: str, proto: str, port: int, state: str) -> None:
+                print(f"Discovered {state} port {port}/{proto} on {address}", flush=True)
+
+        runner = ScanRunner(targets, config, outputs, run, engine, on_discovered=discovered)
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: int) -> None:

@@ -45,6 +45,8 @@ class GrepableReporter:
         self.service_scan = run.service_scan
         self.verbose = run.verbose
         lines = [f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {safe_text(command_line(run))}"]
+        if run.service_scan and run.db_path:
+            lines.append(f"# Probe database: {safe_text(run.db_path)}")
         if run.verbose:
             specs = [
                 f"{proto.upper()}({_n(run.ports_spec.get(proto, ''))};{run.ports_spec.get(proto, '')})"

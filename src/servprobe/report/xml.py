@@ -143,6 +143,11 @@ class XmlReporter:
             # "--" may not appear inside an XML comment
             f"<!-- servprobe {attr(run.version)} scan initiated {timestr(run.start)} as: "
             f"{attr(cmd).replace('--', '- -')} -->\n",
+            *(
+                [f"<!-- probe database: {attr(run.db_path).replace('--', '- -')} -->\n"]
+                if run.service_scan and run.db_path
+                else []
+            ),
             f'<nmaprun scanner="nmap" profile_name="servprobe" args="{attr(cmd)}" '
             f'start="{int(run.start)}" startstr="{timestr(run.start)}" '
             f'version="{attr(run.version)}" xmloutputversion="1.05">\n',

@@ -90,7 +90,9 @@ class ScanRunner:
         outputs: Outputs,
         run: ScanRun,
         service_scan: ServiceScan | None = None,
+        on_discovered: Callable[[str, str, int, str], None] | None = None,
     ) -> None:
+        self.on_discovered = on_discovered  # -v: (address, proto, port, state) as found
         self.targets = targets
         self.config = config
         self.outputs = outputs
@@ -103,6 +105,11 @@ class ScanRunner:
         self._queue: asyncio.Queue[ServiceTarget | None] = asyncio.Queue()
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
+        try:
+            self.stats.hosts_total = self.targets.count()
+        except (OSError, ValueError):
+            self.stats.hosts_total = 0
+        self.stats.ports_total = self.stats.hosts_total * self.config.ports.total()
 
     # -- control ------------------------------------------------------------------------------
 
@@ -113,11 +120,6 @@ class ScanRunner:
     async def execute(self) -> ScanRun:
         """Run the scan to the end (or until stop()); reporters get every event."""
         self.outputs.start(self.run)
-        try:
-            self.stats.hosts_total = self.targets.count()
-        except (OSError, ValueError):
-            self.stats.hosts_total = 0
-        self.stats.ports_total = self.stats.hosts_total * self.config.ports.total()
         main = asyncio.create_task(self._scan_all())
         stopper = asyncio.create_task(self._stop.wait())
         try:
@@ -231,6 +233,8 @@ class ScanRunner:
 
         def on_port(proto: str, port: int, state: str, reason: str) -> None:
             self.stats.ports_done += 1
+            if self.on_discovered is not None and state == "open":
+                self.on_discovered(address, proto, port, state)
             if self.service_scan is None or state not in ("open", "open|filtered"):
                 return
             host.pending.add((proto, port))
