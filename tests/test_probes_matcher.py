@@ -314,3 +314,51 @@ def test_hostile_response_is_answered_quickly(db) -> None:
     t = time.perf_counter()
     plain.find(probe, data)
     assert time.perf_counter() - t < 60  # generous: it is a few ms when compiled
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        (rb"^SSH-([\d.]+)", b"SSH-"),
+        (rb"^220 \(vsFTPd", b"220 (vsFTPd"),
+        (rb"^\0\x01\x02x?", b"\x00\x01\x02"),
+        (rb"^\012", b"\n"),  # octal, as PCRE reads \0 followed by digits
+        (rb"^ab+c", b"ab"),
+        (rb"^ab*c", b"a"),
+        (rb"^ab{2}", b"a"),
+        (rb"^a|b", b""),  # top-level alternation: ^ binds to the first branch only
+        (rb"^(?:a|b)", b""),
+        (rb"abc", b""),
+        (rb"^\d", b""),
+        (rb"^[|]x|y", b""),
+    ],
+)
+def test_literal_prefix(pattern: bytes, prefix: bytes) -> None:
+    from servprobe.probes.pcre import literal_prefix
+
+    assert literal_prefix(pattern) == prefix
+    # soundness against PCRE2 itself: a subject without the prefix never matches
+    if prefix:
+        ref = pcre2.compile(pattern, jit=False)
+        assert ref.search(b"\xfe" + prefix + b"bbbbcc") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "linear"),
+    [
+        (rb"^SSH-([\d.]+)-", True),
+        (rb"^SSH-([\d.]+)-(\S+)", False),  # two unbounded quantifiers: keeps the timeout
+        (rb"^a.*b{1,3}", True),
+        (rb"^a.*b.*c", False),
+        (rb"^(ab)+", False),
+        (rb"^(a)\1", False),
+        (rb"^(?=a)a", False),
+        (rb"^\w{1,100}\w{1,100}\w{1,100}z", False),
+        (rb"a+", False),  # not anchored: tried at every offset
+        (rb"^a|.*b", False),
+    ],
+)
+def test_linear_shapes(pattern: bytes, linear: bool) -> None:
+    from servprobe.probes.pcre import is_linear
+
+    assert is_linear(pattern) is linear

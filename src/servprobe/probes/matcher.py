@@ -15,12 +15,18 @@ narrows each probe's lines to candidates; results are identical with or without 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import regex
 
-from servprobe.probes.pcre import PatternSyntaxError, min_width, translate
+from servprobe.probes.pcre import (
+    PatternSyntaxError,
+    is_linear,
+    literal_prefix,
+    min_width,
+    translate,
+)
 
 if TYPE_CHECKING:
     from servprobe.probes.model import Identification, MatchLine, Probe, ProbeDB
@@ -66,6 +72,36 @@ def check_pattern(pattern: bytes, flags: str) -> str | None:
     return None
 
 
+class _ProbeIndex:
+    """A probe's lines bucketed by the first byte their anchored literal prefix requires:
+    a response starting with byte B only needs the lines of bucket B plus those without a
+    prefix (in file order). This is the prefilter when hyperscan is not available."""
+
+    __slots__ = ("buckets", "cache", "generic")
+
+    def __init__(self, probe: Probe) -> None:
+        self.buckets: dict[int, list[int]] = {}
+        self.generic: list[int] = []
+        self.cache: dict[int, list[int]] = {}
+        for i, line in enumerate(probe.matches):
+            lit = literal_prefix(line.pattern)
+            if "i" in line.flags:
+                lit = lit.lower()
+            line.literal = lit
+            if not lit:
+                self.generic.append(i)
+                continue
+            first = {lit[0], lit[:1].upper()[0]} if "i" in line.flags else {lit[0]}
+            for b in first:
+                self.buckets.setdefault(b, []).append(i)
+
+    def for_first_byte(self, b: int) -> list[int]:
+        got = self.cache.get(b)
+        if got is None:
+            got = self.cache[b] = sorted(self.buckets.get(b, []) + self.generic)
+        return got
+
+
 class Matcher:
     """Matches responses against a ProbeDB; set as `ProbeDB.matcher` by the loader."""
 
@@ -77,7 +113,8 @@ class Matcher:
         self.timeout = timeout
         self.timeouts = 0  # searches abandoned on the timeout (counted as no match)
         self._chains: dict[tuple[str, str], tuple[Probe, ...]] = {}
-        self._index = {(p.proto, p.name): p for p in db.probes}
+        self._by_name = {(p.proto, p.name): p for p in db.probes}
+        self._indexes: dict[tuple[str, str], _ProbeIndex] = {}
 
     # --- compilation ---------------------------------------------------------------------
     def compiled(self, line: MatchLine) -> Any:
@@ -88,6 +125,7 @@ class Matcher:
                 c = compile_pattern(line.pattern, line.flags)
             except Exception:  # the parser reports bad patterns; here they never match
                 c = _BAD
+            line.linear = is_linear(line.pattern)
             line.compiled = c
         return None if c is _BAD else c
 
@@ -111,41 +149,73 @@ class Matcher:
             seq: list[Probe] = [probe]
             for name in probe.fallback:
                 other = "udp" if probe.proto == "tcp" else "tcp"
-                fb = self._index.get((probe.proto, name)) or self._index.get((other, name))
+                fb = self._by_name.get((probe.proto, name)) or self._by_name.get((other, name))
                 if fb is not None and fb not in seq:
                     seq.append(fb)
-            null = self._index.get(("tcp", "NULL"))
+            null = self._by_name.get(("tcp", "NULL"))
             if probe.proto == "tcp" and null is not None and null not in seq:
                 seq.append(null)
             got = self._chains[key] = tuple(seq)
         return got
 
     def search(self, line: MatchLine, data: bytes) -> Any:
-        pat = self.compiled(line)
-        if pat is None:
-            return None
+        pat = line.compiled
+        if pat is None or pat is _BAD:
+            pat = self.compiled(line)
+            if pat is None:
+                return None
+        if line.linear:
+            return pat.search(data)
         try:
             return pat.search(data, timeout=self.timeout)
         except TimeoutError:
             self.timeouts += 1
             return None
 
-    def _lines(self, probe: Probe, data: bytes) -> Iterable[MatchLine]:
+    def _index(self, probe: Probe) -> _ProbeIndex:
+        key = (probe.proto, probe.name)
+        idx = self._indexes.get(key)
+        if idx is None:
+            idx = self._indexes[key] = _ProbeIndex(probe)
+        return idx
+
+    def _candidates(self, probe: Probe, data: bytes) -> Sequence[int]:
+        idx = self._indexes.get((probe.proto, probe.name)) or self._index(probe)  # sets .literal
         if self.prefilter is not None:
             cand: Sequence[int] | None = self.prefilter.candidates(probe, data)
             if cand is not None:
-                matches = probe.matches
-                return (matches[i] for i in cand)
-        return probe.matches
+                return cand
+        return idx.for_first_byte(data[0] if data else -1)
+
+    def _scan(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
+        matches = probe.matches
+        head: dict[int, bytes] = {}
+        for i in self._candidates(probe, data):
+            line = matches[i]
+            lit = line.literal
+            if lit:
+                n = len(lit)
+                got = head.get(n)
+                if got is None:
+                    got = head[n] = data[:n]
+                if got != lit and ("i" not in line.flags or got.lower() != lit):
+                    continue
+            m = self.search(line, data)
+            if m is not None:
+                return line, m
+        return None
 
     def find(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
         """The first line (with its regex match) that matches `data` sent back to `probe`."""
         for p in self.chain(probe):
-            for line in self._lines(p, data):
-                m = self.search(line, data)
-                if m is not None:
-                    return line, m
+            found = self._scan(p, data)
+            if found is not None:
+                return found
         return None
+
+    def match_probe_lines(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
+        """Like find() but only over `probe`'s own lines (no fallback, no NULL)."""
+        return self._scan(probe, data)
 
     def match(self, probe: Probe, data: bytes) -> Identification | None:
         from servprobe.probes.templates import identify
@@ -155,11 +225,3 @@ class Matcher:
             return None
         line, m = found
         return identify(line, m)
-
-    def match_probe_lines(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
-        """Like find() but only over `probe`'s own lines (no fallback, no NULL)."""
-        for line in self._lines(probe, data):
-            m = self.search(line, data)
-            if m is not None:
-                return line, m
-        return None

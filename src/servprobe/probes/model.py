@@ -57,6 +57,10 @@ class MatchLine:
     probe_name: str
     index: int  # position of this line within its probe
     compiled: Any = None  # set by probes.matcher (a `regex` pattern object)
+    # set by probes.matcher with `compiled`: bytes every match starts with (ASCII-lower-cased
+    # when flags has "i"), and whether the pattern may run without a search timeout
+    literal: bytes = b""
+    linear: bool = False
 
 
 @dataclass(eq=False, slots=True)

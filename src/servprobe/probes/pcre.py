@@ -166,3 +166,141 @@ def min_width(translated: bytes, flags: str = "") -> int | None:
         return int(tree.getwidth()[0])
     except Exception:  # the stdlib parser is stricter than regex/PCRE in places
         return None
+
+
+# --- static facts used to skip work: anchored literal prefixes, backtracking-safe shapes ---
+_META = frozenset(b"\\^$.[|()?*+{")
+_SIMPLE_ESC = {ord("r"): 13, ord("n"): 10, ord("t"): 9, ord("f"): 12, ord("a"): 7, ord("e"): 27}
+_OCT = frozenset(b"01234567")
+
+
+def _top_level_alternation(p: bytes) -> bool:
+    depth, i, n = 0, 0, len(p)
+    while i < n:
+        c = p[i]
+        if c == 0x5C:
+            i += 2
+            continue
+        if c == ord("["):
+            i += 1
+            if i < n and p[i] == ord("^"):
+                i += 1
+            if i < n and p[i] == ord("]"):
+                i += 1
+            while i < n and p[i] != ord("]"):
+                i += 2 if p[i] == 0x5C else 1
+        elif c == ord("("):
+            depth += 1
+        elif c == ord(")"):
+            depth -= 1
+        elif c == ord("|") and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+def _atom(p: bytes, i: int) -> tuple[int | None, int]:
+    """The literal byte at p[i] (None if it is not a plain literal) and the index after it."""
+    c = p[i]
+    if c not in _META:
+        return c, i + 1
+    if c != 0x5C or i + 1 >= len(p):
+        return None, i
+    e = p[i + 1]
+    if e == ord("x"):
+        hh = p[i + 2 : i + 4]
+        if len(hh) == 2 and all(h in b"0123456789abcdefABCDEF" for h in hh):
+            return int(hh, 16), i + 4
+        return None, i
+    if e == ord("0"):  # \0 plus up to two more octal digits, as PCRE reads it
+        j = i + 2
+        while j < len(p) and j < i + 4 and p[j] in _OCT:
+            j += 1
+        return int(p[i + 1 : j], 8), j
+    if e in _SIMPLE_ESC:
+        return _SIMPLE_ESC[e], i + 2
+    if not (0x30 <= e <= 0x39 or 0x41 <= e <= 0x5A or 0x61 <= e <= 0x7A) and e < 0x80:
+        return e, i + 2  # an escaped punctuation character is itself
+    return None, i
+
+
+def literal_prefix(pattern: bytes) -> bytes:
+    """Bytes every match must start with at offset 0 (b"" when there is no such prefix).
+
+    Only for patterns anchored with a leading `^` and no top-level alternation; with the `i`
+    option callers compare ASCII-lower-cased (PCRE folds ASCII letters only).
+    """
+    if not pattern.startswith(b"^") or _top_level_alternation(pattern):
+        return b""
+    out = bytearray()
+    i, n = 1, len(pattern)
+    while i < n:
+        b, j = _atom(pattern, i)
+        if b is None:
+            break
+        nxt = pattern[j : j + 1]
+        if nxt in (b"?", b"*", b"{"):
+            break
+        out.append(b)
+        if nxt == b"+":
+            break
+        i = j
+    return bytes(out)
+
+
+_BRACE = re.compile(rb"\{(\d+)(,(\d*))?\}")
+_LINEAR_BUDGET = 1 << 18  # backtracking paths allowed: ~ a few ms on a 4 KB response
+
+
+def is_linear(pattern: bytes) -> bool:
+    """True for shapes that cannot backtrack badly, so they may run without the per-search
+    timeout (which costs more than the search itself).
+
+    Anchored at the start (one starting position), no top-level alternation, no
+    back-references or lookarounds, no quantified group; and the product of the quantifiers'
+    choices (unbounded = 4096, the response size cap; `{n,m}` = m-n+1; `?` = 2) stays under
+    a budget of 2**18 paths.
+    """
+    if not pattern.startswith(b"^") or _top_level_alternation(pattern):
+        return False
+    paths = 1
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == 0x5C:
+            e = pattern[i + 1 : i + 2]
+            if e and e in b"123456789gkQEXR":
+                return False
+            i += 2
+            continue
+        if c == ord("["):
+            i += 1
+            if i < n and pattern[i] == ord("^"):
+                i += 1
+            if i < n and pattern[i] == ord("]"):
+                i += 1
+            while i < n and pattern[i] != ord("]"):
+                i += 2 if pattern[i] == 0x5C else 1
+            i += 1
+            continue
+        if c == ord("(") and pattern[i + 1 : i + 2] == b"?":
+            if pattern[i + 2 : i + 3] in (b"=", b"!", b"<", b"P", b"(", b"R", b"&", b"|", b"0"):
+                return False
+        elif c == ord(")") and pattern[i + 1 : i + 2] in (b"*", b"+", b"?", b"{"):
+            return False
+        elif c in (ord("*"), ord("+")):
+            paths *= 4096
+        elif c == ord("?") and pattern[i - 1 : i] not in (b"(", b"*", b"+", b"?", b"}"):
+            paths *= 2
+        elif c == ord("{"):
+            m = _BRACE.match(pattern, i)
+            if m:
+                lo = int(m.group(1))
+                hi = lo if m.group(2) is None else (int(m.group(3)) if m.group(3) else 4096)
+                paths *= max(1, hi - lo + 1)
+                i = m.end()
+                continue
+        if paths > _LINEAR_BUDGET:
+            return False
+        i += 1
+    return paths <= _LINEAR_BUDGET
