@@ -251,6 +251,10 @@ MALFORMED = [
     (HEAD + b"match ssh m/abc/ cpe:/a:b:c/x\n", 2, "cpe: unknown option"),
     (HEAD + b"match ssh m/abc/ cpe://\n", 2, "cpe: empty value"),
     (HEAD + b"match ssh m/abc/ p/x/-v/y/\n", 2, "expected a space"),
+    (HEAD + b"match ssh m/^(a)/ p/$2/\n", 2, "p/ template '$2': $2: the pattern has only 1 groups"),
+    (HEAD + b"match ssh m/^(a)/ v/$FOO(1)/\n", 2, "v/ template"),
+    (HEAD + b"match ssh m/^(a)/ cpe:/a:x:$P(4)/\n", 2, "cpe: template"),
+    (HEAD + b"match ssh m/^(a)/ i/$SUBST(1,\"a\")/\n", 2, "i/ template"),
     (HEAD + b"match ssh m/abc/ p\n", 2, "missing delimiter"),
 ]
 

@@ -15,7 +15,7 @@ narrows each probe's lines to candidates; results are identical with or without 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import regex
@@ -44,8 +44,14 @@ def compile_pattern(pattern: bytes, flags: str) -> Any:
     return regex.compile(translate(pattern), regex_flags(flags) | regex.VERSION0)
 
 
-def check_pattern(pattern: bytes, flags: str) -> str | None:
-    """Why this pattern is unusable (nmap would refuse it), or None when it is fine."""
+def check_pattern(
+    pattern: bytes, flags: str, templates: Iterable[tuple[str, str]] = ()
+) -> str | None:
+    """Why this pattern is unusable (nmap would refuse it), or None when it is fine.
+
+    templates: (label, template) pairs of the line, checked against the pattern's groups
+    (e.g. a `$3` with two groups can never be filled).
+    """
     try:
         translated = translate(pattern)
     except PatternSyntaxError as exc:
@@ -69,6 +75,12 @@ def check_pattern(pattern: bytes, flags: str) -> str | None:
         width = 0 if empty else 1
     if width == 0:
         return "pattern can match the empty string (nmap rejects it)"
+    from servprobe.probes.templates import check_template
+
+    for label, template in templates:
+        problem = check_template(template, compiled.groups)
+        if problem:
+            return f"{label} template {template!r}: {problem}"
     return None
 
 

@@ -362,9 +362,15 @@ class _Parser:
         if self.validate:
             from servprobe.probes.matcher import check_pattern
 
-            problem = check_pattern(pat, flags)
+            labels = {v: k for k, v in VERSION_KEYS.items()}
+            templates = [(labels[k] + "/", v) for k, v in fields.items()]
+            templates += [("cpe:", c) for c in cpes]
+            problem = check_pattern(pat, flags, templates)
             if problem:
-                raise _LineError(f"pattern: {problem}", "pattern")
+                is_template = problem.startswith(
+                    tuple(f"{label} template" for label, _ in templates)
+                )
+                raise _LineError(problem if is_template else f"pattern: {problem}", "pattern")
         if self.cur is None or self.cur.probe is None:
             return
         probe = self.cur.probe
