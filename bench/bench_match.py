@@ -72,6 +72,7 @@ def main() -> None:
     print(f"database {db.path}: {len(db.probes)} probes, {lines} lines; {len(inputs)} responses")
     variants = [("regex only", Matcher(db))]
     if db.matcher.prefilter is not None:
+        db.matcher.prefilter.build_all()  # from the cache, or compiled now (~25 s once)
         variants.append(("hyperscan prefilter", db.matcher))
     else:
         print("(hyperscan not available: prefilter figures skipped)")

@@ -340,3 +340,24 @@ def test_cli_garbage_probe_file_no_traceback(tmp_path: Path, cache: Path) -> Non
         for line in proc.stdout.splitlines()
         if line
     )
+
+
+def test_prefilter_background_build(small: Path, cache: Path) -> None:
+    pytest.importorskip("hyperscan")
+    import time
+
+    from servprobe.probes.prefilter import HyperscanPrefilter
+
+    db = loader.load_db(str(small), prefilter=False)
+    pf = HyperscanPrefilter(db, background=True)
+    null = db.probe("NULL")
+    first = pf.candidates(null, b"220 ftp\r\n")
+    deadline = time.monotonic() + 60
+    while pf.candidates(null, b"220 ftp\r\n") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first in (None, [1])  # None while building: the matcher then uses its own index
+    assert pf.candidates(null, b"220 ftp\r\n") == [1]
+    # meanwhile and afterwards, the answers are the same
+    from servprobe.probes.matcher import Matcher
+
+    assert Matcher(db, prefilter=pf).match(null, b"220 ftp\r\n").service == "ftp"

@@ -149,7 +149,8 @@ def make_prefilter(db: ProbeDB, prefilter: bool | None) -> Any:
         if prefilter:
             raise RuntimeError("prefilter requested but hyperscan is not importable")
         return None
-    return HyperscanPrefilter(db)
+    # auto mode builds uncached probes in the background; an explicit request waits for them
+    return HyperscanPrefilter(db, background=prefilter is None)
 
 
 def load_db(

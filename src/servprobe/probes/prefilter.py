@@ -11,6 +11,8 @@ candidates.
 Compiling takes seconds per large probe (NULL ≈ 7 s), so each probe's database is built on
 first use and serialized to the user cache dir, keyed by the file's sha256, hyperscan's
 version and our format version; `build_all()` warms the whole cache (`servprobe db check`).
+With `background=True` (what `load_db()` uses by default) an uncached probe is compiled by a
+worker thread while the matcher goes on without the prefilter for that probe.
 Scanning is not thread-safe in hyperscan (one scratch); a lock serializes it.
 """
 
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +95,9 @@ class _ProbeFilter:
 class HyperscanPrefilter:
     """Candidate lines per probe; `candidates(probe, data)` → sorted line indexes."""
 
-    def __init__(self, db: ProbeDB, cache: Path | bool | None = True) -> None:
+    def __init__(
+        self, db: ProbeDB, cache: Path | bool | None = True, *, background: bool = False
+    ) -> None:
         if _hs is None:
             raise RuntimeError("hyperscan is not available")
         self.db = db
@@ -103,8 +108,16 @@ class HyperscanPrefilter:
         else:
             self.cache = cache or None
         self._filters: dict[tuple[str, str], _ProbeFilter] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one hyperscan scratch: one scan at a time
+        self._build_lock = threading.Lock()
         self.compile_seconds = 0.0
+        # background: a probe whose database is not cached is compiled by a worker thread
+        # (hyperscan releases the GIL while compiling) and, meanwhile, candidates() returns
+        # None so the matcher uses its own index: same results, no multi-second stall
+        self.background = background
+        self._queue: queue.Queue[Probe] = queue.Queue()
+        self._scheduled: set[tuple[str, str]] = set()
+        self._worker: threading.Thread | None = None
 
     # --- building ------------------------------------------------------------------------
     def _cache_file(self, probe: Probe) -> Path | None:
@@ -159,23 +172,53 @@ class HyperscanPrefilter:
         self.compile_seconds += time.perf_counter() - t0
         return _ProbeFilter(db, always)
 
-    def filter_for(self, probe: Probe) -> _ProbeFilter:
+    def filter_for(self, probe: Probe, *, wait: bool | None = None) -> _ProbeFilter | None:
+        """The probe's filter; None while a background build is under way (wait=False)."""
         key = (probe.proto, probe.name)
         f = self._filters.get(key)
-        if f is None:
-            with self._lock:
-                f = self._filters.get(key)
+        if f is not None:
+            return f
+        wait = not self.background if wait is None else wait
+        with self._build_lock:
+            f = self._filters.get(key)
+            if f is None:
+                f = self._load(probe)
+                if f is None and not wait:
+                    self._schedule(key, probe)
+                    return None
                 if f is None:
-                    f = self._load(probe) or self._build(probe)
-                    self._filters[key] = f
+                    f = self._build(probe)
+                self._filters[key] = f
         return f
+
+    def _schedule(self, key: tuple[str, str], probe: Probe) -> None:
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        self._queue.put(probe)
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._work, name="servprobe-hyperscan-build", daemon=True
+            )
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            probe = self._queue.get()
+            key = (probe.proto, probe.name)
+            if key not in self._filters:
+                try:
+                    f = self._build(probe)
+                except Exception:  # leave this probe to the matcher's own index
+                    continue
+                self._filters[key] = f
 
     def build_all(self, progress: Callable[[Probe], None] | None = None) -> None:
         """Load or build every probe's filter now (fills the cache)."""
         for probe in self.db.probes:
             if progress:
                 progress(probe)
-            self.filter_for(probe)
+            self.filter_for(probe, wait=True)
 
     def cached(self, probe: Probe) -> bool:
         path = self._cache_file(probe)
@@ -183,7 +226,10 @@ class HyperscanPrefilter:
 
     # --- scanning ------------------------------------------------------------------------
     def candidates(self, probe: Probe, data: bytes) -> list[int] | None:
-        f = self.filter_for(probe)
+        """Sorted indexes of the lines that may match; None: no filter yet (try them all)."""
+        f = self._filters.get((probe.proto, probe.name)) or self.filter_for(probe)
+        if f is None:
+            return None
         hits: list[int] = []
         if f.db is not None:
             with self._lock:
