@@ -362,3 +362,68 @@ def test_linear_shapes(pattern: bytes, linear: bool) -> None:
     from servprobe.probes.pcre import is_linear
 
     assert is_linear(pattern) is linear
+
+
+def test_quantifier_limit_like_pcre() -> None:
+    assert "too big" in check_pattern(rb"a{65536}", "")
+    assert check_pattern(rb"a{65535}", "") is None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_REGEXY = st.lists(
+    st.sampled_from(
+        [
+            b"^",
+            b"$",
+            b"a",
+            b"\\",
+            b"(",
+            b")",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b"2",
+            b",",
+            b"*",
+            b"+",
+            b"?",
+            b"|",
+            b".",
+            b"\\x",
+            b"\\d",
+            b"(?",
+            b"<",
+            b"=",
+            b"!",
+            b"\\Q",
+            b"\\E",
+            b"\\1",
+            b"\\v",
+            b"\\R",
+            b"\\o{",
+            b"\\c",
+            b"[:",
+            b":]",
+            b"\xff",
+            b"\x00",
+        ]
+    ),
+    max_size=16,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_REGEXY, st.sampled_from(["", "i", "s", "is"]))
+def test_check_pattern_never_raises(pattern: bytes, flags: str) -> None:
+    problem = check_pattern(pattern, flags)
+    if problem is None:  # accepted: it compiles, and it cannot match the empty string
+        compiled = compile_pattern(pattern, flags)
+        for subject in (b"", b"a", b"\n", b"a2,a", b"\xff\x00"):
+            try:
+                m = compiled.search(subject, timeout=0.5)
+            except TimeoutError:
+                continue
+            assert m is None or m.end() > m.start(), (pattern, subject)

@@ -62,6 +62,10 @@ def translate(pattern: bytes) -> bytes:
         elif c == 0x7B:  # {
             m = _QUANT.match(pattern, i)
             if m:
+                if any(int(x) > 65535 for x in re.findall(rb"\d+", m.group())):
+                    raise PatternSyntaxError(
+                        "number too big in {} quantifier (PCRE's limit: 65535)"
+                    )
                 out += m.group()
                 i = m.end()
             else:
