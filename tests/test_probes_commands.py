@@ -361,3 +361,35 @@ def test_prefilter_background_build(small: Path, cache: Path) -> None:
     from servprobe.probes.matcher import Matcher
 
     assert Matcher(db, prefilter=pf).match(null, b"220 ftp\r\n").service == "ftp"
+
+
+def test_db_check_examples_hook(
+    small: Path, cache: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--examples hands the loaded database to servprobe.probes.examples.check (H5's)."""
+    import types
+
+    seen = {}
+
+    def fake_check(db, directory):
+        seen["args"] = (db.path, directory, db.match("NULL", b"220 x").service)
+        return types.SimpleNamespace(
+            examples=2,
+            missing=["f:4 softmatch ftp"],
+            failures=["f:3 bad"],
+            unknown_ids=[],
+            ok=False,
+        )
+
+    monkeypatch.setitem(
+        sys.modules, "servprobe.probes.examples", types.SimpleNamespace(check=fake_check)
+    )
+    import servprobe.probes
+
+    monkeypatch.setattr(
+        servprobe.probes, "examples", sys.modules["servprobe.probes.examples"], raising=False
+    )
+    assert db_cmd.main(["check", str(small), "--no-prefilter", "--examples", "EXDIR"]) == 1
+    out = capsys.readouterr().out
+    assert seen["args"] == (str(small), "EXDIR", "ftp")
+    assert "failing example: f:3 bad" in out and "no example: f:4 softmatch ftp" in out

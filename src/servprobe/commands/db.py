@@ -72,19 +72,31 @@ def counts(db: Any) -> dict[str, Any]:
     }
 
 
-def _examples(db: Any, directory: str) -> tuple[list[str], list[str]] | str:
-    """(lines without examples, failing examples) from H5's checker, or an explanation."""
+def _examples(db: Any, directory: str) -> dict[str, Any]:
+    """Run servprobe.probes.examples.check (the bundled-DB helper's checker) on DIR."""
     try:
         from servprobe.probes import examples
     except ImportError:
-        return "example checking is not available (servprobe.probes.examples missing)"
-    result = examples.check(db, directory)
+        return {"error": "example checking is not available (servprobe.probes.examples missing)"}
+    try:
+        result = examples.check(db, directory)
+    except Exception as exc:  # ExampleError (bad example file) or an unreadable directory
+        return {"error": f"cannot check examples in {directory}: {exc}"}
     if isinstance(result, tuple) and len(result) == 2:
         missing, failing = result
+        unknown: list[Any] = []
+        ok = not failing
     else:
-        missing = getattr(result, "missing", getattr(result, "without_examples", []))
-        failing = getattr(result, "failing", getattr(result, "failures", []))
-    return [str(x) for x in missing], [str(x) for x in failing]
+        missing = getattr(result, "missing", [])
+        failing = getattr(result, "failures", getattr(result, "failing", []))
+        unknown = getattr(result, "unknown_ids", [])
+        ok = bool(getattr(result, "ok", not (failing or unknown)))
+    return {
+        "examples": getattr(result, "examples", None),
+        "lines_without_examples": [str(x) for x in missing],
+        "failing": [str(x) for x in failing] + [f"unknown id {u}" for u in unknown],
+        "ok": ok,
+    }
 
 
 def check(args: argparse.Namespace) -> int:
@@ -125,14 +137,9 @@ def check(args: argparse.Namespace) -> int:
     status = 1 if errors else 0
     if args.examples:
         ex = _examples(db, args.examples)
-        if isinstance(ex, str):
-            report["examples"] = {"error": ex}
-            status = max(status, 1)
-        else:
-            missing, failing = ex
-            report["examples"] = {"lines_without_examples": missing, "failing": failing}
-            if failing:
-                status = 1
+        report["examples"] = ex
+        if "error" in ex or not ex["ok"]:
+            status = 1
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -164,7 +171,8 @@ def check(args: argparse.Namespace) -> int:
             for line in ex["failing"]:
                 print(f"failing example: {line}")
             print(
-                f"  examples   {len(ex['lines_without_examples'])} lines without, {len(ex['failing'])} failing"
+                f"  examples   {ex['examples']} checked, {len(ex['failing'])} failing, "
+                f"{len(ex['lines_without_examples'])} lines without an example"
             )
     print(f"  errors     {len(errors)}" + ("" if not cached else "  (pattern checks from cache)"))
     return status
