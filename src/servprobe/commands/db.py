@@ -123,13 +123,15 @@ def check(args: argparse.Namespace) -> int:
             prefilter_info = {"error": str(exc)}
         if pf is not None:
             pf.build_all()
-            always = sum(len(pf.filter_for(p).always) for p in db.probes)
+            always = sum(len(pf.filter_for(p, wait=True).always) for p in db.probes)
             prefilter_info = {
                 "engine": "hyperscan",
                 "always_candidate_lines": always,
                 "built_seconds": round(pf.compile_seconds, 3),
             }
-        db.matcher = Matcher(db, prefilter=pf)
+    else:
+        pf = None
+    db.matcher = Matcher(db, prefilter=pf)
     report["prefilter"] = prefilter_info
     report["errors"] = [
         {"file": e.file, "line": e.line, "message": e.message, "kind": e.kind} for e in errors
