@@ -140,7 +140,14 @@ class ProbeDB:
     errors: list[Any] = field(default_factory=list)
 
     def probe(self, name: str, proto: Proto = "tcp") -> Probe:
-        for p in self.probes:
+        # a dict built on first use (the engine looks a probe up for every response)
+        index = self.__dict__.get("_by_name")
+        if index is None or len(index) != len(self.probes):
+            index = self.__dict__["_by_name"] = {(p.proto, p.name): p for p in self.probes}
+        found = index.get((proto, name))
+        if found is not None:
+            return found
+        for p in self.probes:  # the list may have been edited since the index was built
             if p.name == name and p.proto == proto:
                 return p
         raise KeyError(f"no {proto.upper()} probe named {name!r} in {self.path}")

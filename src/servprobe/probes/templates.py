@@ -17,6 +17,8 @@ truncated like nmap's (product/version/hostname 80, info 256, ostype/devicetype 
 
 from __future__ import annotations
 
+import functools
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +30,15 @@ CPE_LIMIT = 256
 _CPE_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
 # ASCII only: str.isdigit() also accepts "²" (latin-1 0xb2), which int() then rejects
 _DIGITS = frozenset("0123456789")
+_NOT_PRINTABLE = bytes(b for b in range(256) if not 0x20 <= b < 0x7F)
+_NEEDS_ESCAPE = re.compile(rb"[^\x20-\x5b\x5d-\x7e]")  # what printable_bytes would rewrite
+
+
+def _shown(value: bytes) -> str:
+    """printable_bytes(value), without its per-byte loop when nothing needs escaping."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value.decode("ascii")
+    return printable_bytes(value)
 
 
 class TemplateError(ValueError):
@@ -91,51 +102,79 @@ def _parse_args(text: str, pos: int) -> tuple[list[str | int], int]:
         raise TemplateError("expected , or ) in $ command")
 
 
-def _command(name: str, args: list[str | int], m: Any) -> bytes:
+def _check_command(name: str, args: list[str | int]) -> None:
     if not args or not isinstance(args[0], int):
         raise TemplateError(f"${name}: first argument must be a group number")
-    data = _group(m, args[0])
     if name == "P" and len(args) == 1:
-        return bytes(b for b in data if 0x20 <= b < 0x7F)
+        return
     if name == "SUBST" and len(args) == 3 and all(isinstance(a, str) for a in args[1:]):
+        return
+    if name == "I" and len(args) == 2 and args[1] in (">", "<"):
+        return
+    raise TemplateError(f"${name}: unknown command or wrong arguments")
+
+
+def _command(name: str, args: list[str | int], m: Any) -> bytes:
+    data = _group(m, args[0])  # type: ignore[arg-type]
+    if name == "P":
+        return data.translate(None, _NOT_PRINTABLE)
+    if name == "SUBST":
         old, new = (str(a).encode("latin-1") for a in args[1:])
         return data.replace(old, new) if old else data
-    if name == "I" and len(args) == 2 and args[1] in (">", "<"):
-        if len(data) > 8:
-            raise TemplateError("$I: more than 8 bytes")
-        return str(int.from_bytes(data, "big" if args[1] == ">" else "little")).encode()
-    raise TemplateError(f"${name}: unknown command or wrong arguments")
+    if len(data) > 8:  # $I
+        raise TemplateError("$I: more than 8 bytes")
+    return str(int.from_bytes(data, "big" if args[1] == ">" else "little")).encode()
+
+
+# A template parses once into tokens: bytes (literal), int (group), or (name, args) (command)
+Token = bytes | int | tuple[str, list[str | int]]
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokens(template: str) -> tuple[Token, ...] | str:
+    """The template's tokens, or the syntax error message."""
+    out: list[Token] = []
+    i, n = 0, len(template)
+    try:
+        while i < n:
+            j = template.find("$", i)
+            if j < 0:
+                out.append(template[i:].encode("latin-1", "replace"))
+                break
+            if j > i:
+                out.append(template[i:j].encode("latin-1", "replace"))
+            k = j + 1
+            if k < n and template[k] in _DIGITS:
+                out.append(int(template[k]))
+                i = k + 1
+                continue
+            if k < n and template[k].isalpha():
+                e = k
+                while e < n and template[e].isalpha():
+                    e += 1
+                if e < n and template[e] == "(":
+                    args, i = _parse_args(template, e + 1)
+                    _check_command(template[k:e], args)
+                    out.append((template[k:e], args))
+                    continue
+            out.append(b"$")  # a literal "$" (e.g. "$Id" in product text, or "$ 5")
+            i = k
+    except TemplateError as exc:
+        return str(exc)
+    return tuple(out)
 
 
 def substitute(template: str, m: Any, *, cpe: bool = False) -> bytes:
     """Expand one template against a regex match (m may be None to only check syntax)."""
+    tokens = _tokens(template)
+    if isinstance(tokens, str):
+        raise TemplateError(tokens)
     out = bytearray()
-    i, n = 0, len(template)
-    while i < n:
-        j = template.find("$", i)
-        if j < 0:
-            out += template[i:].encode("latin-1")
-            break
-        out += template[i:j].encode("latin-1")
-        k = j + 1
-        if k < n and template[k] in _DIGITS:
-            val = _group(m, int(template[k]))
-            i = k + 1
-        elif k < n and template[k].isalpha():
-            e = k
-            while e < n and template[e].isalpha():
-                e += 1
-            if e < n and template[e] == "(":
-                args, i = _parse_args(template, e + 1)
-                val = _command(template[k:e], args, m)
-            else:  # e.g. a literal "$Id" in product text
-                out += b"$"
-                i = k
-                continue
-        else:
-            out += b"$"
-            i = k
+    for tok in tokens:
+        if isinstance(tok, bytes):
+            out += tok
             continue
+        val = _group(m, tok) if isinstance(tok, int) else _command(tok[0], tok[1], m)
         out += _cpe_transform(val) if cpe else val
     return bytes(out)
 
@@ -158,7 +197,7 @@ def _field(text: str | None, m: Any, limit: int) -> str | None:
         value = substitute(text, m)
     except TemplateError:
         return None
-    return _clip(printable_bytes(value), limit) or None
+    return _clip(_shown(value), limit) or None
 
 
 def _clip(shown: str, limit: int) -> str:
@@ -183,7 +222,7 @@ def identify(line: MatchLine, m: Any) -> Identification:
             value = substitute(c, m, cpe=True)
         except TemplateError:
             continue
-        cpes.append(_clip(printable_bytes(value), CPE_LIMIT))
+        cpes.append(_clip(_shown(value), CPE_LIMIT))
     return Identification(
         service=line.service,
         soft=line.soft,
