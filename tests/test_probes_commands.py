@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from servprobe.commands import db as db_cmd
 from servprobe.commands import match as match_cmd
@@ -393,3 +395,25 @@ def test_db_check_examples_hook(
     out = capsys.readouterr().out
     assert seen["args"] == (str(small), "EXDIR", "ftp")
     assert "failing example: f:3 bad" in out and "no example: f:4 softmatch ftp" in out
+
+
+def test_xml_fingerprint_with_wrapping() -> None:
+    fp = wrap_fingerprint(21, "tcp", [("NULL", b"220 (vsFTPd 3.0.3)\r\n" * 8)])
+    value = fp.strip().replace('"', "&quot;").replace("\n", "&#xa;")
+    (got,) = read_fingerprints(f'<port><service name="ftp" servicefp="{value}"/></port>')
+    assert got.responses[0].data == b"220 (vsFTPd 3.0.3)\r\n" * 8
+
+
+_FP_PIECES = [*'SF-Port21TCP:%r(NULL,3"\\x0a)\n;&quot=', "SF:", "SF-Port80-UDP:", 'r(X,2,"', '")']
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_FP_PIECES), max_size=60).map("".join))
+def test_fingerprint_reader_never_crashes(text: str) -> None:
+    try:
+        fps = read_fingerprints(text)
+    except FingerprintError:
+        return
+    for fp in fps:
+        assert fp.proto in ("tcp", "udp")
+        assert all(isinstance(r.data, bytes) for r in fp.responses)

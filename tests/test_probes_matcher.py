@@ -15,6 +15,8 @@ from pathlib import Path
 import pcre2
 import pytest
 import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from servprobe.probes.corpus import read_corpus
 from servprobe.probes.loader import load_db
@@ -368,9 +370,6 @@ def test_quantifier_limit_like_pcre() -> None:
     assert "too big" in check_pattern(rb"a{65536}", "")
     assert check_pattern(rb"a{65535}", "") is None
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _REGEXY = st.lists(
     st.sampled_from(

@@ -125,7 +125,10 @@ def read_fingerprints(text: str) -> list[ServiceFingerprint]:
         found = []
         for m in re.finditer(r'servicefp="([^"]*)"', text):
             line = text.count("\n", 0, m.start()) + 1
-            found.append(parse_fingerprint(html.unescape(m.group(1)), line))
+            text_fp = html.unescape(m.group(1))
+            # nmap's XML may keep the 80-column wrapping (newline + "SF:") inside the value
+            text_fp = re.sub(r"\r?\n(?:SF:)?", "", text_fp)
+            found.append(parse_fingerprint(text_fp, line))
         return found
     found = []
     parts: list[str] = []
