@@ -72,7 +72,9 @@ def parse_portspec(
             if not item:
                 raise PortSpecError("protocol prefix without ports", raw.strip())
         if item.startswith("[") and item.endswith("]"):
-            item = item[1:-1]
+            item = item[1:-1].strip()
+            if not item:  # "[]" (found by fuzzing: was an IndexError)
+                raise PortSpecError("empty item in port list", raw.strip())
         if item[0].isdigit() or item[0] == "-":
             if "-" in item:
                 lo_s, _, hi_s = item.partition("-")
