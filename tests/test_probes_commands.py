@@ -417,3 +417,23 @@ def test_fingerprint_reader_never_crashes(text: str) -> None:
     for fp in fps:
         assert fp.proto in ("tcp", "udp")
         assert all(isinstance(r.data, bytes) for r in fp.responses)
+
+
+def test_lines_hyperscan_rejects_are_always_candidates(tmp_path: Path, cache: Path) -> None:
+    pytest.importorskip("hyperscan")
+    from servprobe.probes.matcher import Matcher
+
+    f = tmp_path / "p"
+    f.write_bytes(
+        b"Probe TCP NULL q||\nmatch one m|^x1|\nmatch kept m|^ab\\Kcd|\nmatch three m=^(?|(q)|(r))z=\nmatch four m|^x4|\n"
+    )
+    db = loader.load_db(str(f), prefilter=True)
+    pf = db.matcher.prefilter
+    null = db.probe("NULL")
+    assert pf.filter_for(null).always == [1, 2]  # \K and branch reset: hyperscan refuses them
+    assert pf.candidates(null, b"x4") == [1, 2, 3]
+    plain = Matcher(db)
+    for data in (b"abcd", b"rz", b"x4", b"x1", b"nothing"):
+        a, b = db.matcher.find(null, data), plain.find(null, data)
+        assert (a and (a[0].service, a[1].span())) == (b and (b[0].service, b[1].span()))
+    assert db.match("NULL", b"abcd").service == "kept"
