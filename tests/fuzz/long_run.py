@@ -1,6 +1,6 @@
 """The long fuzz run: every target in turn, one process at a time, figures as JSON.
 
-    nice -n 10 .venv/bin/python tests/fuzz/long_run.py OUT_DIR [--scale 1.0]
+    nice -n 10 .venv/bin/python tests/fuzz/long_run.py OUT_DIR [--scale 1.0] [--only a,b]
 
 Runs each target for its share of inputs (about 1.05 million in all at scale 1), with a
 time cap per target, from a seed corpus built at run time. Writes OUT_DIR/summary.json
@@ -33,11 +33,20 @@ PLAN = {  # target: (inputs, seconds cap)
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
-    scale = float(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--scale" else 1.0
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--only", default="")
+    opts = ap.parse_args()
+    out, scale = opts.out, opts.scale
+    only = set(filter(None, opts.only.split(",")))
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict[str, object]] = {}
     for target, (runs, cap) in PLAN.items():
+        if only and target not in only:
+            continue
         runs = max(1, int(runs * scale))
         work = out / target
         corpus = work / "corpus"
