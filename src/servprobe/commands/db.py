@@ -21,6 +21,7 @@ examples:
 
 FILE may be a path, "nmap" (nmap's installed file) or "bundled" (ours); default: the file
 a scan would use (nmap's if installed, else the bundled one).
+Exit status: 0 no error, 1 errors in the file (or failing examples), 2 usage error.
 """
 
 
