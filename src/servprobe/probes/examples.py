@@ -35,8 +35,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from servprobe.probes.model import Identification, ProbeDB
 
-FIELDS = ("service", "soft", "product", "version", "info", "hostname", "ostype", "devicetype",
-          "cpes")
+FIELDS = (
+    "service",
+    "soft",
+    "product",
+    "version",
+    "info",
+    "hostname",
+    "ostype",
+    "devicetype",
+    "cpes",
+)
 _SIMPLE = {"\\": 0x5C, "0": 0, "a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
 
 
@@ -61,7 +70,7 @@ def unescape(text: str) -> bytes:
             raise ValueError("trailing backslash")
         nxt = text[i + 1]
         if nxt == "x":
-            digits = text[i + 2:i + 4]
+            digits = text[i + 2 : i + 4]
             if len(digits) != 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
                 raise ValueError(f"bad \\x escape at {i}")
             out.append(int(digits, 16))
@@ -116,8 +125,11 @@ class ExampleReport:
         return not (self.failures or self.missing or self.unknown_ids)
 
     def summary(self) -> str:
-        parts = [f"{self.db_path}: {self.lines} match lines, {self.examples} examples",
-                 f"{len(self.failures)} failing", f"{len(self.missing)} lines without examples"]
+        parts = [
+            f"{self.db_path}: {self.lines} match lines, {self.examples} examples",
+            f"{len(self.failures)} failing",
+            f"{len(self.missing)} lines without examples",
+        ]
         if self.unknown_ids:
             parts.append(f"{len(self.unknown_ids)} unknown ids")
         return ", ".join(parts)
@@ -130,9 +142,15 @@ class ExampleReport:
         return "\n".join(out)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"db": self.db_path, "examples": self.examples, "lines": self.lines,
-                "ok": self.ok, "failures": self.failures, "missing": self.missing,
-                "unknown_ids": self.unknown_ids}
+        return {
+            "db": self.db_path,
+            "examples": self.examples,
+            "lines": self.lines,
+            "ok": self.ok,
+            "failures": self.failures,
+            "missing": self.missing,
+            "unknown_ids": self.unknown_ids,
+        }
 
 
 def line_ids(path: str | Path) -> dict[str, int]:
@@ -164,7 +182,7 @@ def read_examples(directory: str | Path) -> list[Example]:
             raise ExampleError(f"{path}: {exc}") from exc
         entries = doc.get("examples") if isinstance(doc, dict) else None
         if not isinstance(entries, list):
-            raise ExampleError(f"{path}: expected an object with an \"examples\" list")
+            raise ExampleError(f'{path}: expected an object with an "examples" list')
         for index, entry in enumerate(entries):
             out.append(_example(path, index, entry))
     return out
@@ -178,10 +196,10 @@ def _example(path: Path, index: int, entry: Any) -> Example:
         if key not in entry:
             raise ExampleError(f"{where}: missing {key!r}")
     if "id" not in entry and "line" not in entry:
-        raise ExampleError(f"{where}: give the line as \"id\" (its #@id tag) or \"line\"")
+        raise ExampleError(f'{where}: give the line as "id" (its #@id tag) or "line"')
     expect = entry["expect"]
     if not isinstance(expect, dict) or "service" not in expect:
-        raise ExampleError(f"{where}: \"expect\" must be an object with at least \"service\"")
+        raise ExampleError(f'{where}: "expect" must be an object with at least "service"')
     unknown = set(expect) - set(FIELDS)
     if unknown:
         raise ExampleError(f"{where}: unknown expect fields {sorted(unknown)}")
@@ -192,9 +210,17 @@ def _example(path: Path, index: int, entry: Any) -> Example:
         response = unescape(str(entry["response"]))
     except ValueError as exc:
         raise ExampleError(f"{where}: response: {exc}") from exc
-    return Example(file=path.name, index=index, probe=str(entry["probe"]), proto=proto,
-                   response=response, expect=expect, line_id=entry.get("id"),
-                   line=entry.get("line"), source=str(entry.get("source", "")))
+    return Example(
+        file=path.name,
+        index=index,
+        probe=str(entry["probe"]),
+        proto=proto,
+        response=response,
+        expect=expect,
+        line_id=entry.get("id"),
+        line=entry.get("line"),
+        source=str(entry.get("source", "")),
+    )
 
 
 def _differences(ident: Identification, expect: dict[str, Any]) -> list[str]:
@@ -227,8 +253,9 @@ def check_example(db: ProbeDB, example: Example, ids: dict[str, int]) -> str | N
         return f"{example.where}: no line matched (expected line {target})"
     line = ident.source.line if ident.source else None
     if line != target:
-        return (f"{example.where}: line {line} ({ident.service}) matched first, "
-                f"expected line {target}")
+        return (
+            f"{example.where}: line {line} ({ident.service}) matched first, expected line {target}"
+        )
     diffs = _differences(ident, example.expect)
     if diffs:
         return f"{example.where}: " + "; ".join(diffs)

@@ -1,0 +1,181 @@
+"""The bundled probe database: it loads, it is broad enough, and every line is proven.
+
+Each match line carries a `#@id` tag; tests/data/examples/ holds real (or documented)
+responses for it. Every example must be identified by exactly its own line through
+servprobe's real match order (the probe's lines, its fallbacks, NULL), with the expected
+fields, so no earlier line can steal it unnoticed.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+import servprobe
+from servprobe.probes import examples as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+DB_PATH = ROOT / "src" / "servprobe" / "data" / "servprobe-service-probes"
+EXAMPLES = ROOT / "tests" / "data" / "examples"
+
+
+@pytest.fixture(scope="module")
+def db():
+    return servprobe.load_db(str(DB_PATH))
+
+
+@pytest.fixture(scope="module")
+def report(db):
+    return ex.check(db, EXAMPLES)
+
+
+def test_bundled_name_loads_our_file(db):
+    bundled = servprobe.load_db("bundled")
+    assert Path(bundled.path).resolve() == DB_PATH.resolve()
+    assert len(bundled.probes) == len(db.probes)
+
+
+def test_breadth(db):
+    lines = [m for p in db.probes for m in p.matches]
+    hard = [m for m in lines if not m.soft]
+    products = {m.template.product for m in hard if m.template.product}
+    services = {m.service for m in lines}
+    assert len(db.probes) >= 35
+    assert len(hard) >= 150
+    assert len(products) >= 80, sorted(products)
+    assert len(services) >= 45, sorted(services)
+    assert any(m.soft for m in lines)
+
+
+def test_every_probe_directive_is_deliberate(db):
+    tcp = [p for p in db.probes if p.proto == "tcp" and not p.is_null]
+    for probe in db.probes:
+        if probe.is_null:
+            continue
+        assert probe.rarity is not None and 1 <= probe.rarity <= 9, probe.name
+        assert probe.ports, f"{probe.name} lists no ports"
+        for name in probe.fallback:
+            db.probe(name, probe.proto)  # raises KeyError for a fallback that does not exist
+    assert {p.name for p in tcp} >= {"GenericLines", "GetRequest", "HTTPOptions", "RTSPRequest",
+                                     "RPCCheck", "DNSVersionBindReqTCP", "Help", "TLSSessionReq",
+                                     "SMBProgNeg", "LDAPSearchReq", "X11Probe", "Kerberos"}
+    assert {p.name for p in db.probes if p.proto == "udp"} >= {
+        "DNSVersionBindReq", "DNSStatusRequest", "RPCCheck", "NTPRequest", "SNMPv1GetRequest",
+        "SNMPv3GetRequest", "KerberosUDP", "SIPOptionsUDP"}
+
+
+def test_every_match_line_has_an_id(db):
+    ids = ex.line_ids(DB_PATH)
+    tagged = set(ids.values())
+    untagged = [str(m.source) for p in db.probes for m in p.matches if m.source.line not in tagged]
+    assert untagged == []
+
+
+def test_examples_all_pass(report):
+    assert report.failures == [], "\n".join(report.failures)
+    assert report.unknown_ids == []
+
+
+def test_every_line_has_an_example(report):
+    assert report.missing == [], "\n".join(report.missing)
+
+
+def test_daemon_suite_lines_are_real_captures():
+    """The lines for the real-daemon suite are backed by captures, not only by documentation."""
+    real = {e.line_id for e in ex.read_examples(EXAMPLES)
+            if e.source.startswith("real capture")}
+    for line_id in ("ssh-openssh-debian", "http-nginx", "ftp-vsftpd", "smtp-postfix-debian",
+                    "redis-info-linux", "memcached-version", "dnstcp-dnsmasq", "pgsql-15",
+                    "tls-serverhello"):
+        assert line_id in real
+
+
+def test_checker_notices_a_stolen_example(db, tmp_path):
+    """An example of a specific line that a broader, earlier line wins is reported."""
+    stolen = {"examples": [{
+        "id": "ssh-openssh", "probe": "NULL",
+        "response": "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\\r\\n",
+        "expect": {"service": "ssh", "product": "OpenSSH", "version": "9.2p1",
+                   "info": "protocol 2.0", "cpes": ["cpe:/a:openbsd:openssh:9.2p1"]}}]}
+    (tmp_path / "x.json").write_text(__import__("json").dumps(stolen))
+    report = ex.check(db, tmp_path)
+    assert len(report.failures) == 1 and "matched first" in report.failures[0]
+    assert not report.ok
+
+
+def test_checker_notices_wrong_fields(db, tmp_path):
+    wrong = {"examples": [{
+        "id": "ftp-vsftpd", "probe": "NULL", "response": "220 (vsFTPd 3.0.3)\\r\\n",
+        "expect": {"service": "ftp", "product": "vsftpd", "version": "3.0.5"}}]}
+    (tmp_path / "x.json").write_text(__import__("json").dumps(wrong))
+    report = ex.check(db, tmp_path)
+    assert any("version" in f for f in report.failures)
+    assert any("ostype" in f for f in report.failures)  # fields left out must be empty
+
+
+def test_escape_roundtrip():
+    data = bytes(range(256))
+    assert ex.unescape(ex.escape(data)) == data
+    with pytest.raises(ValueError):
+        ex.unescape("\\q")
+
+
+def _probe(db, name, proto="tcp"):
+    return db.probe(name, proto).payload
+
+
+def test_tls_clienthello_is_well_formed(db):
+    """Record and handshake lengths agree, TLS 1.3 is offered with an x25519 key share."""
+    hello = _probe(db, "TLSSessionReq")
+    assert hello[:3] == b"\x16\x03\x01"
+    (rec_len,) = struct.unpack(">H", hello[3:5])
+    assert rec_len == len(hello) - 5
+    assert hello[5] == 1 and int.from_bytes(hello[6:9], "big") == rec_len - 4
+    body = hello[9:]
+    assert body[:2] == b"\x03\x03"
+    pos = 2 + 32
+    pos += 1 + body[pos]  # session id
+    (cs_len,) = struct.unpack(">H", body[pos:pos + 2])
+    suites = {body[pos + 2 + i:pos + 4 + i] for i in range(0, cs_len, 2)}
+    assert b"\x13\x01" in suites and b"\xc0\x2f" in suites
+    pos += 2 + cs_len
+    pos += 1 + body[pos]  # compression methods
+    (ext_len,) = struct.unpack(">H", body[pos:pos + 2])
+    pos += 2
+    assert pos + ext_len == len(body)
+    exts = {}
+    while pos < len(body):
+        etype, elen = struct.unpack(">HH", body[pos:pos + 4])
+        exts[etype] = body[pos + 4:pos + 4 + elen]
+        pos += 4 + elen
+    assert b"\x03\x04" in exts[0x002B]
+    assert exts[0x0033][2:4] == b"\x00\x1d" and len(exts[0x0033]) == 2 + 4 + 32
+
+
+def test_rpc_call_is_portmapper_null(db):
+    tcp = _probe(db, "RPCCheck")
+    (mark,) = struct.unpack(">I", tcp[:4])
+    assert mark == 0x80000000 | (len(tcp) - 4)
+    assert tcp[4:] == _probe(db, "RPCCheck", "udp")
+    _xid, mtype, rpcvers, prog, vers, proc = struct.unpack(">6I", tcp[4:28])
+    assert (mtype, rpcvers, prog, vers, proc) == (0, 2, 100000, 2, 0)
+
+
+def test_dns_probes(db):
+    udp = _probe(db, "DNSVersionBindReq", "udp")
+    tcp = _probe(db, "DNSVersionBindReqTCP")
+    assert tcp[2:] == udp and struct.unpack(">H", tcp[:2])[0] == len(udp)
+    assert udp.endswith(b"\x07version\x04bind\x00\x00\x10\x00\x03")
+    status = _probe(db, "DNSStatusRequest", "udp")
+    assert len(status) == 12 and (status[2] >> 3) & 0xF == 2  # opcode STATUS
+
+
+def test_no_pattern_matches_empty_or_is_unanchored_binary(db):
+    """Hard match lines are anchored: a pattern that can float is a false-positive factory."""
+    floating = [str(m.source) for p in db.probes for m in p.matches
+                if not m.pattern.startswith(b"^")]
+    assert floating == []
+    assert all(re.search(rb"\S", m.pattern) for p in db.probes for m in p.matches)
