@@ -240,6 +240,15 @@ def test_translate_escapes_only_non_quantifier_braces() -> None:
     assert regex.compile(translate(rb"x{e<=1}")).search(b"y") is None
 
 
+def test_short_hex_escapes_as_pcre() -> None:
+    """Standard PCRE (nmap's) reads up to two hex digits; a bare \\x is NUL. (The `pcre2`
+    package compiles with ALT_BSUX, where these differ, so no cross-check here.)"""
+    assert compile_pattern(rb"a\xb", "").fullmatch(b"a\x0b")
+    assert compile_pattern(rb"a\x", "").fullmatch(b"a\x00")
+    assert compile_pattern(rb"[\x4]", "").fullmatch(b"\x04")
+    assert compile_pattern(rb"\x411", "").fullmatch(b"A1")
+
+
 def test_braced_hex_and_octal_are_bytes() -> None:
     assert compile_pattern(rb"x\x{41}\o{102}", "").fullmatch(b"xAB")
     assert "too large" in check_pattern(rb"\x{100}", "")

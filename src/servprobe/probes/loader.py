@@ -23,7 +23,7 @@ from servprobe.probes.matcher import Matcher
 from servprobe.probes.model import ProbeDB
 from servprobe.probes.parser import ParseError, ProbeFileError, parse_bytes, read_file
 
-FORMAT_VERSION = 2  # bump when the checks change: cached verdicts are then recomputed
+FORMAT_VERSION = 3  # bump when the checks change: cached verdicts are then recomputed
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "servprobe-service-probes"
 NMAP_FILE = "nmap-service-probes"
 

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - older layouts
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 _QUANT = re.compile(rb"\{\d+(?:,\d*)?\}")
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
 _VSPACE = rb"\n\x0b\x0c\r\x85"
 _HSPACE = rb"\t \xa0"
 
@@ -113,6 +114,12 @@ def _escape(p: bytes, i: int, out: bytearray, *, inside: bool) -> int:
         ch = p[i + 2] - 32 if 0x61 <= p[i + 2] <= 0x7A else p[i + 2]
         out += b"\\x%02x" % (ch ^ 0x40)
         return i + 3
+    if c == ord("x"):  # PCRE reads up to two hex digits: \x4 is \x04, a bare \x is NUL
+        j = i + 2
+        while j < len(p) and j < i + 4 and p[j] in _HEXDIGITS:
+            j += 1
+        out += b"\\x%02x" % int(p[i + 2 : j] or b"0", 16)
+        return j
     table = _SIMPLE_INSIDE if inside else _SIMPLE_OUTSIDE
     if c in table:
         out += table[c]
