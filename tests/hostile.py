@@ -152,6 +152,11 @@ async def tls_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         await writer.drain()
 
 
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts and never says a word (a service that waits for a request it never gets)."""
+    await _hold_open(reader, 60)
+
+
 def nasty_banner(banner: bytes) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(banner)
@@ -360,6 +365,8 @@ class HostileServers:
     """All scenarios on loopback, in a background thread. Use as a context manager."""
 
     backtrack_response: bytes | None = None
+    only: frozenset[str] | None = None  # start just these scenarios (default: all)
+    silent_count: int = 0  # extra silent listeners named silent0, silent1, ...
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -400,6 +407,11 @@ class HostileServers:
         if self.backtrack_response is not None:
             handlers["backtrack"] = ("near-miss PHP 404 page (regex backtracking)",
                                      backtrack_404(self.backtrack_response))
+        for i in range(self.silent_count):
+            handlers[f"silent{i}"] = ("accepts, never speaks", silent)
+        if self.only is not None:
+            handlers = {k: v for k, v in handlers.items()
+                        if k in self.only or k.startswith("silent")}
         return handlers
 
     def start(self) -> None:
@@ -419,6 +431,8 @@ class HostileServers:
                 ("udpamp", "ten 60 KB datagrams per request", UdpAmplifier),
                 ("udpnasty", "reply with escapes/NULs/metachars", UdpNasty),
             ):
+                if self.only is not None and name not in self.only:
+                    continue
                 transport, _ = await self._loop.create_datagram_endpoint(  # type: ignore[union-attr]
                     factory, local_addr=(HOST, 0)
                 )
