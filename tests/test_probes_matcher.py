@@ -435,3 +435,45 @@ def test_check_pattern_never_raises(pattern: bytes, flags: str) -> None:
             except TimeoutError:
                 continue
             assert m is None or m.end() > m.start(), (pattern, subject)
+
+
+_PIECES = [
+    b"SSH-2.0-",
+    b"OpenSSH_",
+    b"220 ",
+    b"HTTP/1.1 200 OK\r\n",
+    b"Server: ",
+    b"nginx/",
+    b"Apache/2.4.",
+    b"\r\n",
+    b"\n",
+    b"\x00",
+    b"\xff",
+    b"1.2.3",
+    b"(",
+    b")",
+    b" ",
+    b"ESMTP",
+    b"* OK ",
+    b"+OK ",
+    b"-ERR ",
+    b"RFB 003.008",
+    b"\x16\x03\x01",
+    b"<html>",
+    b"Debian",
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), min_size=1, max_size=10).map(b"".join),
+    st.sampled_from(["NULL", "GetRequest", "GenericLines", "HTTPOptions"]),
+)
+def test_generated_responses_first_match_equals_pcre2(
+    db, pcre, data: bytes, probe_name: str
+) -> None:
+    plain = Matcher(db)
+    probe = db.probe(probe_name)
+    ours = plain.find(probe, data)
+    theirs = pcre_find(plain, pcre, probe, data)
+    assert (_key(*ours) if ours else None) == (_key(*theirs) if theirs else None)
