@@ -471,3 +471,13 @@ def test_speculation_respects_per_service_and_shared_budget():
     run = simulate(m, ServerModel())
     assert run.max_parallel <= 3
     assert budget.used == 0  # every speculative connection was given back
+
+
+def test_speculative_responses_are_matched_only_when_needed():
+    # every probe gets an answer, but only the steps the walk reaches are matched
+    answers = {p: b"NR-OK\r\n" if p == b"NR" else b"500 err\r\n" for p in (b"\r\n", b"GET", b"HELP", b"\x16", b"NR", b"MID")}
+    m = machine(1234, sequential=False, probe_parallelism=8)
+    run = simulate(m, Banner(b"", answers=answers))
+    assert run.result.service == "norarity"
+    steps_walked = 1 + 5  # NULL is silent; GenericLines GetRequest Help SSLSessionReq NoRarity
+    assert m.matches <= steps_walked

@@ -76,7 +76,15 @@ would be identified by its answer, where nmap would see the notice first.
 Speculation on TCP starts options.speculation_delay (0.2 s) after NULL connects, not at once:
 banner-first services answer NULL within milliseconds and need no extra connections (a burst
 of them would even make sshd drop connections, MaxStartups). Attempts are launched in order
-(port-listed probes first), skipping probes a softmatch already excludes.
+(port-listed probes first), skipping probes a softmatch already excludes, with a slow start:
+4 at first; after another speculation_delay, 8 if some attempt got an answer (request-first
+services are usually settled by the first few steps) or all of probe_parallelism if none did
+(a silent port, where parallel waits are the whole point).
+
+Responses of speculative attempts ahead of the walk are not matched as they arrive: the
+lengths at which they would have been matched are kept, and the prefixes are matched in order
+when (if ever) the walk reaches that step, with the same result. A service that answers
+every probe thus costs one regex pass per step the order really needs, not one per probe.
 
 Silent ports cost about one NULL wait plus one probe wait when probe_parallelism covers the
 order (default 32: nmap's DB selects ~30 TCP probes at intensity 7), instead of one wait per
@@ -106,6 +114,10 @@ MAX_TLS_LEVEL = 1  # 0: modern client defaults; 1: everything OpenSSL still acce
 # per millisecond must not cost a full pass over thousands of patterns per byte. Pending bytes
 # are matched when the interval ends and always before a step ends, so outcomes do not change.
 MATCH_INTERVAL = 0.05
+# Speculation's slow start: a few attempts first; all of probe_parallelism only if none of
+# them answered within speculation_delay (a silent port), a middle window if some did.
+SPEC_FIRST_WINDOW = 4
+SPEC_ANSWERING_WINDOW = 8
 
 
 # ---------------------------------------------------------------- events ---------------------
@@ -224,6 +236,7 @@ class Outcome:
     data: bytes
     end: End
     wrapped: bool = False
+    marks: list[int] | None = None  # lazy: prefix lengths still to be matched, in order
 
 
 @dataclass(slots=True)
@@ -243,6 +256,7 @@ class Attempt:
     done: bool = False
     last_match: float | None = None
     rematch_at: float | None = None  # bytes arrived since the last match, match them then
+    marks: list[int] | None = None  # None: matched as data arrives; else lazy (see _on_data)
 
 
 class ServiceMachine:
@@ -266,6 +280,7 @@ class ServiceMachine:
         self.grace = float(getattr(options, "speculation_grace", 0.5))
         self.spec_delay = float(getattr(options, "speculation_delay", 0.2))
         self.finished = False
+        self.matches = 0  # matcher calls, for tests and benchmarks
         self.result: ServiceResult | None = None
         self._next_conn = 1
         self._actions: list[Action] = []
@@ -331,11 +346,8 @@ class ServiceMachine:
         h = self._silence_check_at()
         if h is not None and (best is None or h < best):
             best = h
-        if self.speculate and self._null_att is not None and not self._null_att.done:
-            spec = self._spec_start_at()
-            if spec is not None and spec != float("inf") and not self._fresh_started:
-                if best is None or spec < best:
-                    best = spec
+        if self._spec_wake is not None and (best is None or self._spec_wake < best):
+            best = self._spec_wake
         return best
 
     @property
@@ -363,6 +375,8 @@ class ServiceMachine:
         self._cheat_started = False
         self._silent_null = False  # the silence rule fired
         self._evidence: float | None = None  # fastest first answer on a speculative attempt
+        self._spec_t0: float | None = None  # first speculative launch
+        self._spec_wake: float | None = None  # when speculation wants to launch more
         self._restarted = True
 
     def _allowed(self, probe: Probe) -> bool:
@@ -378,7 +392,39 @@ class ServiceMachine:
             return self._null_out
         if self._cheat_pending and not self._silent_null:
             return self._cheat_out
-        return self._fresh.get(k)
+        out = self._fresh.get(k)
+        if out is not None and out.marks is not None:
+            out = self._fresh[k] = self._resolve_lazy(probe, out)
+        return out
+
+    def _resolve_lazy(self, probe: Probe, out: Outcome) -> Outcome:
+        """Match a lazily kept response the way it would have been matched as it arrived."""
+        soft: Identification | None = None
+        for mark in out.marks or ():
+            ident = self._match_bytes(probe, out.data[:mark])
+            if ident is not None and not ident.soft:
+                self._note(f"probe {probe.name} on {self._where()} matched {ident.service} (line {ident.source})")
+                return Outcome(ident, out.data[:mark], "match")
+            if ident is not None and soft is None:
+                soft = ident
+        return Outcome(soft, out.data, out.end, out.wrapped)
+
+    def _activate(self, k: int, now: float) -> bool:
+        """The walk reached step k while its speculative attempt still runs: match what it has
+        so far and match as data arrives from now on. True when that produced its outcome."""
+        for att in list(self._attempts.values()):
+            if att.kind == "fresh" and att.step == k and not att.done and att.marks is not None:
+                if att.buf and (not att.marks or att.marks[-1] != len(att.buf)):
+                    att.marks.append(len(att.buf))
+                lazy = self._resolve_lazy(att.probe, Outcome(None, bytes(att.buf), "timeout", marks=att.marks))
+                att.marks = None
+                if lazy.end == "match":
+                    self._end(att, lazy, now)
+                    return True
+                att.soft = lazy.ident
+                att.last_match = now
+                return False
+        return False
 
     def _advance(self, now: float) -> None:
         while not self.finished:
@@ -391,6 +437,8 @@ class ServiceMachine:
                 continue
             out = self._outcome_for(self.cursor, now)
             if out is None:
+                if self._activate(self.cursor, now):
+                    continue
                 break
             self._restarted = False
             self._apply(self.cursor, probe, out, now)
@@ -478,14 +526,32 @@ class ServiceMachine:
             return float("inf")
         return null.connected_at + self.spec_delay
 
+    def _window(self, now: float) -> int:
+        """Speculative attempts allowed in flight now (slow start, see the module docstring)."""
+        full = self.opts.probe_parallelism
+        if self._spec_t0 is None:
+            return min(full, SPEC_FIRST_WINDOW)
+        grow_at = self._spec_t0 + self.spec_delay
+        if now < grow_at:
+            self._spec_wake = grow_at
+            return min(full, SPEC_FIRST_WINDOW)
+        if self._evidence is not None:
+            return min(full, SPEC_ANSWERING_WINDOW)
+        return full
+
     def _speculate(self, now: float) -> None:
+        self._spec_wake = None
         start = self._spec_start_at()
         if start is not None and now < start:
+            if start != float("inf"):
+                self._spec_wake = start
             return
         inflight = sum(
             1 for a in self._attempts.values() if a.budgeted and not a.done
         )
-        limit = self.opts.probe_parallelism
+        limit = self._window(now)
+        if self._spec_t0 is None:
+            self._spec_t0 = now
         soft = self.soft.service if self.soft else None
         for k in range(self.cursor, len(self.order)):
             if inflight >= limit:
@@ -509,6 +575,8 @@ class ServiceMachine:
         if self.tunnel:
             level = self._tls_ok_level if self._tls_ok_level is not None else 0
         att = Attempt(conn, k, probe, kind, level)
+        if kind == "fresh" and k != self.cursor:
+            att.marks = []
         self._attempts[conn] = att
         timeout = self.opts.connect_timeout + (3.0 if self.tunnel else 0.0)
         self._actions.append(Connect(conn, self.proto, level, timeout))
@@ -556,6 +624,16 @@ class ServiceMachine:
         if room > 0:
             att.buf += data[:room]
         full = len(att.buf) >= self.opts.max_read
+        if att.marks is not None:
+            # A speculative attempt ahead of the walk: its outcome may never be needed (an
+            # earlier step may hard-match), so matching waits until the walk gets there;
+            # only the points where it would have been matched are kept.
+            if att.last_match is None or now - att.last_match >= MATCH_INTERVAL or full:
+                att.marks.append(len(att.buf))
+                att.last_match = now
+            if full:
+                self._end(att, Outcome(None, bytes(att.buf), "cap"), now)
+            return
         if not full and att.last_match is not None and now - att.last_match < MATCH_INTERVAL:
             att.rematch_at = att.last_match + MATCH_INTERVAL
             return
@@ -580,7 +658,7 @@ class ServiceMachine:
         for att in list(self._attempts.values()):
             if att.done:
                 continue
-            if att.rematch_at is not None and (
+            if att.marks is None and att.rematch_at is not None and (
                 att.rematch_at <= now or (att.deadline is not None and att.deadline <= now)
             ):
                 if self._rematch(att, now):
@@ -589,7 +667,7 @@ class ServiceMachine:
                 self._end(att, Outcome(att.soft, bytes(att.buf), "timeout"), now)
 
     def _on_closed(self, att: Attempt, now: float) -> None:
-        if att.rematch_at is not None and self._rematch(att, now):
+        if att.marks is None and att.rematch_at is not None and self._rematch(att, now):
             return
         wrapped = False
         if att.kind == "null" and not att.buf and att.connected_at is not None:
@@ -612,6 +690,8 @@ class ServiceMachine:
             conn = self._next_conn
             self._next_conn += 1
             retry = Attempt(conn, att.step, att.probe, att.kind, level + 1, att.budgeted)
+            if att.marks is not None:
+                retry.marks = []
             self._attempts[conn] = retry
             if att.kind == "null":
                 self._null_att = retry
@@ -630,6 +710,11 @@ class ServiceMachine:
         att.done = True
         att.deadline = None
         att.rematch_at = None
+        if att.marks is not None and out.ident is None and out.marks is None:
+            marks = att.marks
+            if att.buf and (not marks or marks[-1] != len(att.buf)):
+                marks.append(len(att.buf))
+            out.marks = marks
         if att.kind == "null":
             self._null_out = out
             keep = out.end in ("timeout", "cap") and not closed
@@ -694,10 +779,14 @@ class ServiceMachine:
     # ------------------------------------------------------------ matching & results ---------
 
     def _match(self, att: Attempt) -> Identification | None:
+        return self._match_bytes(att.probe, bytes(att.buf))
+
+    def _match_bytes(self, probe: Probe, data: bytes) -> Identification | None:
+        self.matches += 1
         try:
-            return self.db.match(att.probe.name, bytes(att.buf), self.proto)
+            return self.db.match(probe.name, data, self.proto)
         except Exception as exc:  # a broken pattern must not kill the scan
-            self._note(f"matcher error on probe {att.probe.name}: {exc!r}")
+            self._note(f"matcher error on probe {probe.name}: {exc!r}")
             return None
 
     def _where(self) -> str:
