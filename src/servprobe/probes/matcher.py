@@ -24,7 +24,7 @@ from servprobe.probes.pcre import (
     PatternSyntaxError,
     is_linear,
     literal_prefix,
-    min_width,
+    parse_info,
     translate,
 )
 
@@ -45,40 +45,46 @@ def compile_pattern(pattern: bytes, flags: str) -> Any:
 
 
 def check_pattern(
-    pattern: bytes, flags: str, templates: Iterable[tuple[str, str]] = ()
+    pattern: bytes, flags: str, templates: Iterable[tuple[str, str]] = (), *, full: bool = True
 ) -> str | None:
     """Why this pattern is unusable (nmap would refuse it), or None when it is fine.
 
     templates: (label, template) pairs of the line, checked against the pattern's groups
-    (e.g. a `$3` with two groups can never be filled).
+    (e.g. a `$3` with two groups can never be filled). full=False skips compiling with
+    `regex` when the stdlib parser can read the pattern (≈ 4x faster; a pattern `regex` then
+    refuses is only found at first use, where it never matches).
     """
     try:
         translated = translate(pattern)
     except PatternSyntaxError as exc:
         return str(exc)
-    try:
-        compiled = regex.compile(translated, regex_flags(flags) | regex.VERSION0)
-    except Exception as exc:  # regex.error mostly; never let a hostile file crash us
-        return f"bad regular expression: {exc}"
-    width = min_width(translated, flags)
-    if width is None:
+    info = parse_info(translated, flags)
+    compiled = None
+    if full or info is None:
+        try:
+            compiled = regex.compile(translated, regex_flags(flags) | regex.VERSION0)
+        except Exception as exc:  # regex.error mostly; never let a hostile file crash us
+            return f"bad regular expression: {exc}"
+    if info is not None:
+        width = info[0]
+    else:
         # the stdlib parser could not read it (regex-only syntax): try typical empty matches
-        empty = False
+        width = 1
         for subject in (b"", b"\n", b"\r\n", b"x", b"\x00"):
             try:
-                m = compiled.search(subject, timeout=0.05)
+                m = compiled.search(subject, timeout=0.05)  # type: ignore[union-attr]
             except TimeoutError:
                 continue
             if m is not None and m.end() == m.start():
-                empty = True
+                width = 0
                 break
-        width = 0 if empty else 1
     if width == 0:
         return "pattern can match the empty string (nmap rejects it)"
+    groups = compiled.groups if compiled is not None else info[1]  # type: ignore[index]
     from servprobe.probes.templates import check_template
 
     for label, template in templates:
-        problem = check_template(template, compiled.groups)
+        problem = check_template(template, groups)
         if problem:
             return f"{label} template {template!r}: {problem}"
     return None

@@ -163,9 +163,10 @@ class _ProbeState:
 
 
 class _Parser:
-    def __init__(self, path: str, validate: bool) -> None:
+    def __init__(self, path: str, validate: bool, full: bool = True) -> None:
         self.path = path
         self.validate = validate
+        self.full = full
         self.errors: list[ParseError] = []
         self.probes: list[Probe] = []
         self.by_key: dict[tuple[str, str], Probe] = {}
@@ -365,7 +366,7 @@ class _Parser:
             labels = {v: k for k, v in VERSION_KEYS.items()}
             templates = [(labels[k] + "/", v) for k, v in fields.items()]
             templates += [("cpe:", c) for c in cpes]
-            problem = check_pattern(pat, flags, templates)
+            problem = check_pattern(pat, flags, templates, full=self.full)
             if problem:
                 is_template = problem.startswith(
                     tuple(f"{label} template" for label, _ in templates)
@@ -427,10 +428,14 @@ class _Parser:
 
 
 def parse_bytes(
-    data: bytes, path: str, *, validate: bool = True
+    data: bytes, path: str, *, validate: bool = True, full: bool = True
 ) -> tuple[ProbeDB, list[ParseError]]:
-    """Parse probe-file content; returns the database (what parsed) and every error."""
-    parser = _Parser(path, validate)
+    """Parse probe-file content; returns the database (what parsed) and every error.
+
+    validate: check every pattern (compiles, cannot match empty, templates fit); full=False
+    checks with the stdlib parser only where it can (see matcher.check_pattern).
+    """
+    parser = _Parser(path, validate, full)
     parser.run(data)
     db = ProbeDB(
         path=path,

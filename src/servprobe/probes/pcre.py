@@ -169,14 +169,21 @@ def _char_class(p: bytes, i: int, out: bytearray) -> int:
     raise PatternSyntaxError("missing terminating ] for character class")
 
 
-def min_width(translated: bytes, flags: str = "") -> int | None:
-    """Shortest match length of a translated pattern, or None when it cannot be computed."""
+def parse_info(translated: bytes, flags: str = "") -> tuple[int, int] | None:
+    """(shortest match length, number of groups) of a translated pattern, from the stdlib
+    parser's tree; None when that parser cannot read it (it is stricter than PCRE in places)."""
     re_flags = (re.IGNORECASE if "i" in flags else 0) | (re.DOTALL if "s" in flags else 0)
     try:
         tree = _sre_parse.parse(translated.decode("latin-1"), re_flags)
-        return int(tree.getwidth()[0])
-    except Exception:  # the stdlib parser is stricter than regex/PCRE in places
+        return int(tree.getwidth()[0]), int(tree.state.groups) - 1
+    except Exception:
         return None
+
+
+def min_width(translated: bytes, flags: str = "") -> int | None:
+    """Shortest match length of a translated pattern, or None when it cannot be computed."""
+    info = parse_info(translated, flags)
+    return None if info is None else info[0]
 
 
 # --- static facts used to skip work: anchored literal prefixes, backtracking-safe shapes ---
