@@ -254,7 +254,7 @@ MALFORMED = [
     (HEAD + b"match ssh m/^(a)/ p/$2/\n", 2, "p/ template '$2': $2: the pattern has only 1 groups"),
     (HEAD + b"match ssh m/^(a)/ v/$FOO(1)/\n", 2, "v/ template"),
     (HEAD + b"match ssh m/^(a)/ cpe:/a:x:$P(4)/\n", 2, "cpe: template"),
-    (HEAD + b"match ssh m/^(a)/ i/$SUBST(1,\"a\")/\n", 2, "i/ template"),
+    (HEAD + b'match ssh m/^(a)/ i/$SUBST(1,"a")/\n', 2, "i/ template"),
     (HEAD + b"match ssh m/abc/ p\n", 2, "missing delimiter"),
 ]
 
@@ -345,3 +345,13 @@ def test_generated_files_never_raise(parts: list[bytes], rnd) -> None:
 @given(st.binary(max_size=400))
 def test_binary_garbage_never_raises(data: bytes) -> None:
     _check_never_raises(data)
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "fragment"), [c for c in MALFORMED if c[0].startswith(HEAD)]
+)
+def test_fast_check_finds_the_same_errors(content: bytes, line: int, fragment: str) -> None:
+    """load_db's check (stdlib parser, no regex compile) reports what the full check does."""
+    _, full = parse_bytes(content, "f", full=True)
+    _, fast = parse_bytes(content, "f", full=False)
+    assert [(e.line, e.message) for e in fast] == [(e.line, e.message) for e in full]
