@@ -46,7 +46,7 @@ def scan_once(timing: int) -> tuple[float, dict[str, int]]:
             ps.close()
         dt = time.perf_counter() - t
         counts: dict[str, int] = {}
-        for state, _ in hp.states.values():
+        for _, (state, _) in hp.items():
             counts[state] = counts.get(state, 0) + 1
         return dt, counts
 

@@ -28,9 +28,10 @@ import resource
 import select
 import socket
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 # per timing template: (connect timeout s, retries, sockets in flight)
 TIMING = {
@@ -87,18 +88,63 @@ def fd_budget(wanted: int) -> int:
     return max(1, min(wanted, (soft - 256) // 2))
 
 
-@dataclass
 class HostPorts:
-    """What the port scan found on one host."""
+    """What the port scan found on one host.
 
-    address: str
-    up: bool = True
-    reason: str = ""
-    latency: float | None = None
-    states: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+    Closed and filtered ports are the bulk of any scan (65,535 per host with -p-), so they
+    are kept as 2-byte port numbers per (proto, state, reason) instead of dict entries: a
+    hostgroup of hundreds of -p- hosts then costs megabytes, not gigabytes.
+    """
+
+    BULK_STATES = frozenset({"closed", "filtered"})
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.up = True
+        self.reason = ""
+        self.latency: float | None = None
+        self.notable: dict[tuple[str, int], tuple[str, str]] = {}
+        self.bulk: dict[tuple[str, str, str], array[int]] = {}
+        self._n = 0
+
+    def record(self, proto: str, port: int, state: str, reason: str) -> None:
+        self._n += 1
+        if state in self.BULK_STATES:
+            key = (proto, state, reason)
+            ports = self.bulk.get(key)
+            if ports is None:
+                ports = self.bulk[key] = array("H")
+            ports.append(port)
+        else:
+            self.notable[(proto, port)] = (state, reason)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def get(self, key: tuple[str, int]) -> tuple[str, str] | None:
+        found = self.notable.get(key)
+        if found is not None:
+            return found
+        proto, port = key
+        for (pr, state, reason), ports in self.bulk.items():
+            if pr == proto and port in ports:
+                return (state, reason)
+        return None
+
+    def items(self) -> Iterator[tuple[tuple[str, int], tuple[str, str]]]:
+        yield from self.notable.items()
+        for (proto, state, reason), ports in self.bulk.items():
+            for port in ports:
+                yield (proto, port), (state, reason)
+
+    @property
+    def states(self) -> dict[tuple[str, int], tuple[str, str]]:
+        """Every port as a dict (convenient for small scans and tests)."""
+        return dict(self.items())
 
     def count(self, proto: str, state: str) -> int:
-        return sum(1 for (pr, _), (st, _) in self.states.items() if pr == proto and st == state)
+        n = sum(1 for (pr, _), (st, _) in self.notable.items() if pr == proto and st == state)
+        return n + sum(len(p) for (pr, st, _), p in self.bulk.items() if pr == proto and st == state)
 
 
 class ConnectPool:
@@ -379,10 +425,10 @@ class PortScanner:
 
         Pass `result` to keep partial findings if this coroutine is cancelled.
         """
-        hp = result or HostPorts(address)
+        hp = result if result is not None else HostPorts(address)
 
         def record(proto: str, port: int, state: str, reason: str) -> None:
-            hp.states[(proto, port)] = (state, reason)
+            hp.record(proto, port, state, reason)
             if on_port is not None:
                 on_port(proto, port, state, reason)
 

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import socket
 import time
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -132,7 +133,7 @@ class ScanRunner:
             results = await asyncio.gather(main, return_exceptions=True)
             # hosts cut short: report what they have
             for host in list(self._hosts.values()):
-                if not host.reported and (host.portscan_done or host.ports.states or host.services):
+                if not host.reported and (host.portscan_done or len(host.ports) or host.services):
                     self._finish_host(host)
             self.run.end = time.time()
             # counts of reported hosts (run.hosts keeps the up ones; down ones are only counted)
@@ -181,7 +182,11 @@ class ScanRunner:
                 await asyncio.gather(*tasks)
             if engine is not None:
                 self._queue.put_nowait(None)
-                await engine
+                # every host is reported by now; a service still running belongs to a host
+                # that timed out, and its result would be dropped: do not wait long for it
+                done, _ = await asyncio.wait({engine}, timeout=2.0)
+                if done:
+                    engine.result()
         finally:
             for t in tasks:
                 t.cancel()
@@ -267,8 +272,10 @@ class ScanRunner:
             return
         key = (result.proto, result.port)
         host.pending.discard(key)
-        if not result.reason and key in host.ports.states:
-            result.reason = host.ports.states[key][1]
+        if not result.reason:
+            found = host.ports.notable.get(key)
+            if found is not None:
+                result.reason = found[1]
         if not result.hostnames:
             result.hostnames = list(host.result.hostnames)
         if result.finished is None:
@@ -304,12 +311,24 @@ class ScanRunner:
         self._hosts.pop(host.target.address, None)
         self.stats.hosts_done += 1
         groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        for (proto, port), (state, reason) in host.ports.states.items():
-            if (proto, port) in host.services:
-                continue
-            groups.setdefault((proto, state), []).append((port, reason))
+        for (proto, port), (state, reason) in host.ports.notable.items():
+            if (proto, port) not in host.services:
+                groups.setdefault((proto, state), []).append((port, reason))
         listed: list[ServiceResult] = list(host.services.values())
         extra: list[ExtraPorts] = []
+        bulk: dict[tuple[str, str], list[tuple[str, array[int]]]] = {}
+        for (proto, state, reason), ports in host.ports.bulk.items():
+            bulk.setdefault((proto, state), []).append((reason, ports))
+        for (proto, state), parts in bulk.items():
+            total = sum(len(p) for _, p in parts)
+            if total > self.config.collapse_threshold:
+                # summarised without ever building a per-port object
+                all_ports = sorted(itertools.chain.from_iterable(p for _, p in parts))
+                reasons = {reason: len(p) for reason, p in parts}
+                extra.append(ExtraPorts(state, proto, total, reasons, all_ports))  # type: ignore[arg-type]
+            else:
+                for reason, p in parts:
+                    groups.setdefault((proto, state), []).extend((port, reason) for port in p)
         for (proto, state), members in groups.items():
             if state not in ("open", "open|filtered") and len(members) > self.config.collapse_threshold:
                 reasons: dict[str, int] = {}

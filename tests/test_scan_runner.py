@@ -1,0 +1,160 @@
+"""The scan pipeline with a stand-in service engine: streaming order, nmap's collapsing of
+closed ports, several hosts, stop() mid-scan, host timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+from servprobe.engine.options import ServiceTarget
+from servprobe.report.base import Outputs
+from servprobe.result import HostResult, ScanRun, ServiceResult
+from servprobe.scan.ports import PortSelection
+from servprobe.scan.portscan import PortScanConfig
+from servprobe.scan.runner import RunConfig, ScanRunner
+from servprobe.scan.targets import build_target_list
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def start(self, run: ScanRun) -> None:
+        self.events.append(("start", run))
+
+    def port(self, r: ServiceResult) -> None:
+        self.events.append(("port", r))
+
+    def host(self, h: HostResult) -> None:
+        self.events.append(("host", h))
+
+    def finish(self, run: ScanRun) -> None:
+        self.events.append(("finish", run))
+
+
+def fake_engine(delay: float = 0.0, hang_ports: frozenset[int] = frozenset()):
+    seen: list[ServiceTarget] = []
+
+    async def scan(targets: AsyncIterator[ServiceTarget], on_result: Callable[[ServiceResult], None]) -> None:
+        tasks = []
+
+        async def one(t: ServiceTarget) -> None:
+            if t.port in hang_ports:
+                await asyncio.sleep(3600)
+            await asyncio.sleep(delay)
+            on_result(ServiceResult(t.address, t.port, t.proto, "open", "", "fake", "FakeD", "1.0", method="probed", conf=10))
+
+        async for t in targets:
+            seen.append(t)
+            tasks.append(asyncio.create_task(one(t)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    return scan, seen
+
+
+def listener() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+def make(targets: list[str], ports: list[int], engine, **cfg) -> tuple[ScanRunner, Recorder]:
+    rec = Recorder()
+    run = ScanRun(args=[], start=time.time())
+    config = RunConfig(
+        ports=PortSelection({"tcp": ports}),
+        portscan=PortScanConfig(timeout=0.5, retries=0, concurrency=64),
+        reverse_dns=False,
+        **cfg,
+    )
+    return ScanRunner(build_target_list(targets), config, Outputs([rec]), run, engine), rec
+
+
+def test_pipeline_streams_services_then_reports_hosts() -> None:
+    srv = listener()
+    srv2 = socket.socket()
+    try:
+        port = srv.getsockname()[1]
+        srv2.bind(("127.0.0.2", port))
+        srv2.listen(16)
+        closed = list(range(41000, 41040))  # 40 closed: collapsed
+        engine, seen = fake_engine(0.05)
+        runner, rec = make(["127.0.0.1", "127.0.0.2"], [port, *closed], engine)
+        run = asyncio.run(runner.execute())
+    finally:
+        srv.close()
+        srv2.close()
+    kinds = [k for k, _ in rec.events]
+    assert kinds[0] == "start" and kinds[-1] == "finish"
+    hosts = [h for k, h in rec.events if k == "host"]
+    assert sorted(h.address for h in hosts) == ["127.0.0.1", "127.0.0.2"]
+    for h in hosts:
+        assert h.status == "up"
+        assert [(p.port, p.product) for p in h.ports] == [(port, "FakeD")]
+        assert h.ports[0].reason == "syn-ack"  # filled from the port scan
+        assert [(e.state, e.count, e.reasons) for e in h.extra] == [("closed", 40, {"conn-refused": 40})]
+        assert h.extraports == {"closed": 40}
+        # the service was streamed before its host was reported
+        i_port = next(i for i, (k, r) in enumerate(rec.events) if k == "port" and r.address == h.address)
+        i_host = next(i for i, (k, r) in enumerate(rec.events) if k == "host" and r.address == h.address)
+        assert i_port < i_host
+    assert len(seen) == 2 and run.hosts_total == 2 and run.hosts_up == 2 and not run.interrupted
+
+
+def test_few_closed_ports_are_listed_with_table_names() -> None:
+    runner, rec = make(["127.0.0.1"], [1, 2, 3], None)
+    asyncio.run(runner.execute())
+    (host,) = [h for k, h in rec.events if k == "host"]
+    assert [(p.port, p.state, p.reason, p.method) for p in host.ports] == [
+        (1, "closed", "conn-refused", "table"), (2, "closed", "conn-refused", "table"), (3, "closed", "conn-refused", "table")]
+    assert host.extra == []
+
+
+def test_stop_mid_scan_reports_partial_hosts() -> None:
+    a, b = listener(), listener()
+    try:
+        pa, pb = a.getsockname()[1], b.getsockname()[1]
+        engine, _ = fake_engine(0.0, hang_ports=frozenset({pb}))
+        runner, rec = make(["127.0.0.1"], [pa, pb], engine)
+
+        async def go() -> ScanRun:
+            task = asyncio.create_task(runner.execute())
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if any(k == "port" for k, _ in rec.events):
+                    break
+            runner.stop("SIGINT")
+            return await task
+
+        run = asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+    assert run.interrupted and rec.events[-1][0] == "finish"
+    (host,) = [h for k, h in rec.events if k == "host"]
+    by_port = {p.port: p for p in host.ports}
+    assert by_port[pa].product == "FakeD"
+    assert by_port[pb].state == "open" and by_port[pb].method == "table"  # found, not identified
+
+
+def test_host_timeout_cuts_the_service_phase() -> None:
+    a = listener()
+    try:
+        pa = a.getsockname()[1]
+        engine, _ = fake_engine(0.0, hang_ports=frozenset({pa}))
+        runner, rec = make(["127.0.0.1"], [pa], engine, host_timeout=0.5)
+        t = time.monotonic()
+        asyncio.run(runner.execute())
+        elapsed = time.monotonic() - t
+    finally:
+        a.close()
+    (host,) = [h for k, h in rec.events if k == "host"]
+    assert host.timedout and [p.port for p in host.ports] == [pa]
+    assert elapsed < 20
