@@ -408,6 +408,15 @@ def _run(
     loop = _new_loop()
     try:
         loop.run_until_complete(go())
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:  # a bug or an engine failure: outputs are already closed
+        if run.debugging:
+            import traceback
+
+            traceback.print_exc()
+        _stderr(f"scan failed: {terminal_safe(repr(exc))} (every output was closed; -d shows the traceback)")
+        return 1
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
