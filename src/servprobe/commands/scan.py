@@ -311,7 +311,7 @@ def _main(argv: list[str]) -> int:
         debugging=args.debug,
         intensity=options.intensity,
     )
-    pscfg = config_for_timing(args.timing)
+    pscfg = config_for_timing(args.timing, args.max_parallelism)
     config = RunConfig(
         ports=ports,
         portscan=pscfg,

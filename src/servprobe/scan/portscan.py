@@ -436,7 +436,20 @@ class PortScanner:
             async def one(port: int) -> None:
                 record("udp", port, *await self.udp_port(address, port, family))
 
-            await asyncio.gather(*(one(p) for p in ports.get("udp", [])))
+            # a bounded window of tasks: -sU -p- must not create 65,535 coroutines at once
+            pending: set[asyncio.Task[None]] = set()
+            try:
+                for port in ports.get("udp", []):
+                    if len(pending) >= self.config.concurrency:
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for t in done:
+                            t.result()
+                    pending.add(asyncio.create_task(one(port)))
+                if pending:
+                    await asyncio.gather(*pending)
+            finally:
+                for t in pending:
+                    t.cancel()
 
         jobs = []
         if ports.get("tcp"):
