@@ -100,8 +100,7 @@ def host_report(host: HostResult, run: ScanRun) -> list[str]:
         noun = "service" if n == 1 else "services"
         out.append(
             f"{n} {noun} unrecognized despite returning data. If you know the service/version, "
-            "please add a match line for it (test one with `servprobe match`) and share the "
-            "following fingerprint" + ("s" if n > 1 else "") + ":"
+            "write a match line (check it with `servprobe match --fingerprint FILE`) for:"
         )
         for i, r in enumerate(fps[:MAX_FINGERPRINTS]):
             if i:
