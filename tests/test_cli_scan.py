@@ -25,7 +25,7 @@ import pytest
 SERVPROBE = [sys.executable, "-m", "servprobe"]
 DTD = Path("/usr/share/nmap/nmap.dtd")
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
-EVIL_BANNER = b"EVIL \x1b[31mred\x1b]0;pwned\x07 \x9b2J <&\"x>\r\n"
+EVIL_BANNER = b'EVIL \x1b[31mred\x1b]0;pwned\x07 \x9b2J <&"x>\r\n'
 
 # a tiny probe file of our own: fast and independent of which databases are installed
 PROBES = r"""
@@ -117,12 +117,16 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    )
     e.pop("COLUMNS", None)
     return e
 
 
-def run_cli(*args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*SERVPROBE, *args], capture_output=True, text=True, timeout=timeout, env=env(), input=stdin
     )
@@ -131,7 +135,9 @@ def run_cli(*args: str, timeout: float = 120, stdin: str | None = None) -> subpr
 def xml_valid(path: Path) -> None:
     if shutil.which("xmllint") is None or not DTD.is_file():
         pytest.fail("xmllint and /usr/share/nmap/nmap.dtd are needed (Makefile APT_PACKAGES)")
-    proc = subprocess.run(["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -150,7 +156,10 @@ USAGE = [
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["-iL", "/nonexistent/targets"], "cannot read target file"),
     (["--db", "/nonexistent/probes"], "cannot load probe database '/nonexistent/probes'"),
-    (["-oX", "/nonexistent/dir/out.xml", "--no-sV"], "cannot write output file '/nonexistent/dir/out.xml'"),
+    (
+        ["-oX", "/nonexistent/dir/out.xml", "--no-sV"],
+        "cannot write output file '/nonexistent/dir/out.xml'",
+    ),
     (["--exclude", "1.2.3.4.5"], "bad --exclude entry"),
 ]
 
@@ -167,7 +176,16 @@ def test_usage_errors_exit_2_with_a_message(args: list[str], message: str) -> No
 def test_help_has_examples() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for flag in ("-sV", "-p PORTS", "--top-ports", "-oA BASE", "-oJ FILE", "--version-intensity", "--db", "examples:"):
+    for flag in (
+        "-sV",
+        "-p PORTS",
+        "--top-ports",
+        "-oA BASE",
+        "-oJ FILE",
+        "--version-intensity",
+        "--db",
+        "examples:",
+    ):
         assert flag in proc.stdout
 
 
@@ -176,7 +194,18 @@ def test_scan_writes_every_format_and_they_agree(tmp_path: Path, probes: Path) -
     with servers(SSH_BANNER, EVIL_BANNER) as (ssh, evil):
         ports = f"{ssh.port},{evil.port},{closed}"
         base = tmp_path / "scan"
-        proc = run_cli("--db", str(probes), "--version-light", "-p", ports, "-oA", str(base), "-oJ", str(base) + ".jsonl", "127.0.0.1")
+        proc = run_cli(
+            "--db",
+            str(probes),
+            "--version-light",
+            "-p",
+            ports,
+            "-oA",
+            str(base),
+            "-oJ",
+            str(base) + ".jsonl",
+            "127.0.0.1",
+        )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"Probe database: {probes}" in out
@@ -226,10 +255,18 @@ def test_ndiff_compares_two_of_our_xml_files(tmp_path: Path, probes: Path) -> No
         try:
             ports = f"{ssh.port},{other.port}"
             a, b = tmp_path / "a.xml", tmp_path / "b.xml"
-            assert run_cli("--db", str(probes), "-n", "-p", ports, "-oX", str(a), "127.0.0.1").returncode == 0
+            assert (
+                run_cli(
+                    "--db", str(probes), "-n", "-p", ports, "-oX", str(a), "127.0.0.1"
+                ).returncode
+                == 0
+            )
         finally:
             other.close()
-        assert run_cli("--db", str(probes), "-n", "-p", ports, "-oX", str(b), "127.0.0.1").returncode == 0
+        assert (
+            run_cli("--db", str(probes), "-n", "-p", ports, "-oX", str(b), "127.0.0.1").returncode
+            == 0
+        )
     same = subprocess.run(["ndiff", str(a), str(a)], capture_output=True, text=True)
     assert same.returncode == 0, same.stderr
     diff = subprocess.run(["ndiff", str(a), str(b)], capture_output=True, text=True)
@@ -241,7 +278,11 @@ def test_terminal_shows_ansi_from_a_service_escaped(probes: Path) -> None:
     with servers(EVIL_BANNER) as (evil,):
         pid, fd = pty.fork()
         if pid == 0:  # child: the scanner on a real terminal (stdout and stderr)
-            os.execvpe(sys.executable, [*SERVPROBE, "--db", str(probes), "-n", "-p", str(evil.port), "127.0.0.1"], env())
+            os.execvpe(
+                sys.executable,
+                [*SERVPROBE, "--db", str(probes), "-n", "-p", str(evil.port), "127.0.0.1"],
+                env(),
+            )
         screen = b""
         deadline = time.monotonic() + 90
         try:
@@ -260,7 +301,9 @@ def test_terminal_shows_ansi_from_a_service_escaped(probes: Path) -> None:
             os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
     assert b"EvilServer 1.0" in screen
-    assert b"\x1b[31mred" not in screen and b"\x1b]0;pwned" not in screen and b"\x9b2J" not in screen
+    assert (
+        b"\x1b[31mred" not in screen and b"\x1b]0;pwned" not in screen and b"\x9b2J" not in screen
+    )
     assert b"\\x1b[31mred" in screen
     assert b"ETA" in screen and b"hosts 0/1" in screen  # the live progress line (on stderr)
 
@@ -289,13 +332,30 @@ def _wait_for(path: Path, needle: str, timeout: float = 60) -> None:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_writes_every_finished_result(tmp_path: Path, probes: Path, signum: int, code: int) -> None:
+def test_interrupt_writes_every_finished_result(
+    tmp_path: Path, probes: Path, signum: int, code: int
+) -> None:
     with servers(SSH_BANNER, None) as (ssh, silent):
         base = tmp_path / "int"
         jsonl = tmp_path / "int.jsonl"
         proc = subprocess.Popen(
-            [*SERVPROBE, "--db", str(probes), "-n", "-p", f"{ssh.port},{silent.port}", "-oA", str(base), "-oJ", str(jsonl), "127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+            [
+                *SERVPROBE,
+                "--db",
+                str(probes),
+                "-n",
+                "-p",
+                f"{ssh.port},{silent.port}",
+                "-oA",
+                str(base),
+                "-oJ",
+                str(jsonl),
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
         )
         try:
             _wait_for(jsonl, '"product":"OpenSSH"')  # the silent port is still waiting (30 s probe)
@@ -324,7 +384,18 @@ def test_interrupt_writes_every_finished_result(tmp_path: Path, probes: Path, si
 def test_host_timeout_reports_what_was_found(tmp_path: Path, probes: Path) -> None:
     with servers(SSH_BANNER, None) as (ssh, silent):
         start = time.monotonic()
-        proc = run_cli("--db", str(probes), "-n", "--host-timeout", "4s", "-p", f"{ssh.port},{silent.port}", "-oJ", "-", "127.0.0.1")
+        proc = run_cli(
+            "--db",
+            str(probes),
+            "-n",
+            "--host-timeout",
+            "4s",
+            "-p",
+            f"{ssh.port},{silent.port}",
+            "-oJ",
+            "-",
+            "127.0.0.1",
+        )
         elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 25  # the silent service alone would take 30 s
@@ -370,7 +441,16 @@ def test_udp_port_states_without_version_detection() -> None:
     closed = probe.getsockname()[1]
     probe.close()
     try:
-        proc = run_cli("--no-sV", "-n", "-sU", "-p", f"{silent.getsockname()[1]},{closed}", "-oG", "-", "127.0.0.1")
+        proc = run_cli(
+            "--no-sV",
+            "-n",
+            "-sU",
+            "-p",
+            f"{silent.getsockname()[1]},{closed}",
+            "-oG",
+            "-",
+            "127.0.0.1",
+        )
     finally:
         silent.close()
     assert proc.returncode == 0, proc.stderr
@@ -380,7 +460,38 @@ def test_udp_port_states_without_version_detection() -> None:
 
 def test_down_host_and_exclusions(tmp_path: Path) -> None:
     # every target excluded: nothing scanned, still a complete report
-    proc = run_cli("--no-sV", "-n", "-p", "1", "--exclude", "127.0.0.0/30", "127.0.0.1-3", "-oX", "-")
+    proc = run_cli(
+        "--no-sV", "-n", "-p", "1", "--exclude", "127.0.0.0/30", "127.0.0.1-3", "-oX", "-"
+    )
     assert proc.returncode == 0, proc.stderr
     root = ET.fromstring(proc.stdout)
     assert root.find("runstats/hosts").attrib == {"up": "0", "down": "0", "total": "0"}
+
+
+def test_open_reason_and_nmap_habits(probes: Path) -> None:
+    closed = free_port()
+    with servers(SSH_BANNER) as (ssh,):
+        proc = run_cli(
+            "--db",
+            str(probes),
+            "-n",
+            "-sSV",
+            "--open",
+            "--reason",
+            "--max-retries",
+            "0",
+            "-p",
+            f"{ssh.port},{closed}",
+            "127.0.0.1",
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert "connect scan (-sT) instead" in proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(ln for ln in lines if ln.startswith("PORT"))
+    assert header.split() == ["PORT", "STATE", "SERVICE", "REASON", "VERSION"]
+    assert any(ln.startswith(f"{ssh.port}/tcp") and "syn-ack" in ln for ln in lines)
+    assert not any(ln.startswith(f"{closed}/tcp") for ln in lines)  # --open hides it
+    assert "Not shown: 1 closed tcp port (conn-refused)" in lines
+    # --open: a host without open ports is not reported at all
+    proc = run_cli("--no-sV", "-n", "--open", "-p", str(closed), "127.0.0.1")
+    assert "scan report" not in proc.stdout and "(1 host up)" in proc.stdout

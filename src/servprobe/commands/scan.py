@@ -114,6 +114,7 @@ def build_parser() -> _Parser:
     g.add_argument("-sV", dest="sV", action="store_true", help="version detection (on by default)")
     g.add_argument("--no-sV", dest="no_sV", action="store_true", help="port scan only, no version detection")
     g.add_argument("-sT", dest="sT", action="store_true", help="TCP connect scan (the default)")
+    g.add_argument("-sS", dest="sS", action="store_true", help="accepted for nmap habits: runs a connect scan (no raw sockets)")
     g.add_argument("-sU", dest="sU", action="store_true", help="UDP scan")
     g.add_argument("-sR", dest="sR", action="store_true", help="RPC grinding (part of -sV)")
     g = p.add_argument_group("targets and host discovery")
@@ -126,6 +127,7 @@ def build_parser() -> _Parser:
     g = p.add_argument_group("ports")
     g.add_argument("-p", dest="ports", metavar="PORTS", help="e.g. 22,80-90,http,T:443,U:53; -p- for all")
     g.add_argument("--exclude-ports", metavar="PORTS", help="ports to leave out")
+    g.add_argument("--open", dest="open_only", action="store_true", help="show only open (or possibly open) ports")
     g.add_argument("-F", dest="fast", action="store_true", help="fast: top 100 ports")
     g.add_argument("--top-ports", type=_int_range(1, 65535), metavar="N", help="the N most common ports")
     g = p.add_argument_group("version detection")
@@ -141,6 +143,7 @@ def build_parser() -> _Parser:
     g.add_argument("-T", dest="timing", type=parse_timing, default=3, metavar="0-5", help="timing template (default 3)")
     g.add_argument("--max-parallelism", type=_int_range(1), metavar="N", help="services probed at once")
     g.add_argument("--host-timeout", type=parse_time, metavar="TIME", help="give up on a host after TIME")
+    g.add_argument("--max-retries", type=_int_range(0, 50), metavar="N", help="port scan retransmissions per port")
     g = p.add_argument_group("output")
     g.add_argument("-oN", metavar="FILE", help="normal output to FILE (- = stdout)")
     g.add_argument("-oX", metavar="FILE", help="XML output (nmap.dtd)")
@@ -148,6 +151,7 @@ def build_parser() -> _Parser:
     g.add_argument("-oJ", metavar="FILE", help="JSON Lines, streamed as results arrive")
     g.add_argument("-oA", metavar="BASE", help="BASE.nmap, BASE.xml and BASE.gnmap")
     g.add_argument("-v", dest="verbose", action="count", default=0, help="more output (repeatable)")
+    g.add_argument("--reason", action="store_true", help="a REASON column (syn-ack, conn-refused, ...)")
     g.add_argument("-d", dest="debug", action="count", default=0, help="debugging output (repeatable)")
     g.add_argument("--no-progress", action="store_true", help="no live progress display")
     # taken out of argv by servprobe.store.cli_hooks.prepare before parsing; listed for --help
@@ -163,7 +167,7 @@ def expand_combined(argv: list[str]) -> list[str]:
     """nmap lets scan types combine (-sTV, -sUV) and -T take words; argparse does not."""
     out: list[str] = []
     for arg in argv:
-        m = re.fullmatch(r"-s([TUVR]{2,})", arg)
+        m = re.fullmatch(r"-s([STUVR]{2,})", arg)
         if m:
             out.extend(f"-s{c}" for c in m.group(1))
         else:
@@ -198,7 +202,7 @@ def build_outputs(args: argparse.Namespace) -> tuple[list[Reporter], bool]:
     for kind, path in specs:
         fh, close = _open_out(path)
         if kind == "N":
-            reporters.append(NormalReporter(fh, file_mode=path != "-", close=close))
+            reporters.append(NormalReporter(fh, file_mode=path != "-", close=close, reason=args.reason))
         elif kind == "X":
             reporters.append(XmlReporter(fh, close=close))
         elif kind == "G":
@@ -281,7 +285,9 @@ def _main(argv: list[str]) -> int:
     except TargetError as exc:
         raise UsageError(f"bad target: {exc}") from None
 
-    protos = (["tcp"] if (args.sT or not args.sU) else []) + (["udp"] if args.sU else [])
+    if args.sS:
+        _stderr("-sS needs raw sockets; servprobe runs a TCP connect scan (-sT) instead")
+    protos = (["tcp"] if (args.sT or args.sS or not args.sU) else []) + (["udp"] if args.sU else [])
     if args.fast and args.top_ports:
         raise UsageError("-F and --top-ports cannot be used together")
     try:
@@ -297,7 +303,7 @@ def _main(argv: list[str]) -> int:
 
     reporters, terminal = build_outputs(args)
     if terminal:
-        reporters.insert(0, NormalReporter(None))
+        reporters.insert(0, NormalReporter(None, reason=args.reason))
     outputs = Outputs(reporters)
 
     run = ScanRun(
@@ -312,6 +318,8 @@ def _main(argv: list[str]) -> int:
         intensity=options.intensity,
     )
     pscfg = config_for_timing(args.timing, args.max_parallelism)
+    if args.max_retries is not None:
+        pscfg.retries = args.max_retries
     config = RunConfig(
         ports=ports,
         portscan=pscfg,
@@ -319,6 +327,7 @@ def _main(argv: list[str]) -> int:
         reverse_dns=not args.no_dns,
         host_timeout=args.host_timeout,
         hostgroup=HOSTGROUP_BY_TIMING.get(args.timing, 256),
+        open_only=args.open_only,
     )
     trace = None
     if args.version_trace:

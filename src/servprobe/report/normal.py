@@ -33,13 +33,15 @@ def _s(text: object) -> str:
     return safe_text(str(text))
 
 
-def port_table(results: list[ServiceResult], service_scan: bool) -> list[str]:
-    """The PORT STATE SERVICE [VERSION] table, columns aligned like nmap's."""
-    header = ["PORT", "STATE", "SERVICE"] + (["VERSION"] if service_scan else [])
+def port_table(results: list[ServiceResult], service_scan: bool, reason: bool = False) -> list[str]:
+    """The PORT STATE SERVICE [REASON] [VERSION] table, columns aligned like nmap's."""
+    header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if service_scan else [])
     rows = [header]
     for r in results:
         service = r.display_service() if service_scan else _plain_service(r)
         row = [f"{r.port}/{r.proto}", r.state, _s(service)]
+        if reason:
+            row.append(_s(r.reason or "unknown"))
         if service_scan:
             row.append(_s(r.display_version()))
         rows.append(row)
@@ -64,7 +66,7 @@ def _plain_service(r: ServiceResult) -> str:
     return f"ssl/{name}" if r.tunnel == "ssl" else name
 
 
-def host_report(host: HostResult, run: ScanRun) -> list[str]:
+def host_report(host: HostResult, run: ScanRun, reason: bool = False) -> list[str]:
     """One host's block, ending with an empty line."""
     names = [n for n in host.hostnames if n]
     who = f"{_s(names[0])} ({host.address})" if names else host.address
@@ -92,7 +94,7 @@ def host_report(host: HostResult, run: ScanRun) -> list[str]:
         out.append("Not shown: " + extra_text(extra))
     else:
         out.append("")
-    out.extend(port_table(listed, run.service_scan))
+    out.extend(port_table(listed, run.service_scan, reason))
     # the engine only builds a fingerprint when nothing hard-matched
     fps = [r for r in listed if r.fingerprint]
     if fps and run.service_scan:
@@ -119,8 +121,11 @@ class NormalReporter:
     """nmap-style text; `file_mode` writes -oN's comment header/footer instead of the
     terminal's "Starting ..." / "done:" lines."""
 
-    def __init__(self, fh: IO[str] | None = None, *, file_mode: bool = False, close: bool = False) -> None:
+    def __init__(
+        self, fh: IO[str] | None = None, *, file_mode: bool = False, close: bool = False, reason: bool = False
+    ) -> None:
         self._fh = fh
+        self.reason = reason  # --reason: a REASON column
         self.file_mode = file_mode
         self._close = close
         self.hosts_shown = 0
@@ -156,7 +161,7 @@ class NormalReporter:
         if host.status != "up" and self.verbose < 1:
             return
         self.hosts_shown += 1
-        self._write(host_report(host, self._run))
+        self._write(host_report(host, self._run, self.reason))
 
     def finish(self, run: ScanRun) -> None:
         total_up = sum(1 for h in run.hosts if h.status == "up")

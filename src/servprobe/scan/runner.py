@@ -46,6 +46,7 @@ class RunConfig:
     host_timeout: float | None = None
     hostgroup: int = 256
     collapse_threshold: int = COLLAPSE_THRESHOLD
+    open_only: bool = False  # --open: list only open ports, report only hosts having some
 
 
 @dataclass
@@ -310,6 +311,7 @@ class ScanRunner:
         res.endtime = time.time()
         self._hosts.pop(host.target.address, None)
         self.stats.hosts_done += 1
+        threshold = -1 if self.config.open_only else self.config.collapse_threshold
         groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for (proto, port), (state, reason) in host.ports.notable.items():
             if (proto, port) not in host.services:
@@ -321,7 +323,7 @@ class ScanRunner:
             bulk.setdefault((proto, state), []).append((reason, ports))
         for (proto, state), parts in bulk.items():
             total = sum(len(p) for _, p in parts)
-            if total > self.config.collapse_threshold:
+            if total > threshold:
                 # summarised without ever building a per-port object
                 all_ports = sorted(itertools.chain.from_iterable(p for _, p in parts))
                 reasons = {reason: len(p) for reason, p in parts}
@@ -330,7 +332,7 @@ class ScanRunner:
                 for reason, p in parts:
                     groups.setdefault((proto, state), []).extend((port, reason) for port in p)
         for (proto, state), members in groups.items():
-            if state not in ("open", "open|filtered") and len(members) > self.config.collapse_threshold:
+            if state not in ("open", "open|filtered") and len(members) > threshold:
                 reasons: dict[str, int] = {}
                 for _, reason in members:
                     reasons[reason] = reasons.get(reason, 0) + 1
@@ -352,6 +354,8 @@ class ScanRunner:
         for r in listed:
             if r.key not in streamed:
                 self.outputs.port(r)
+        if self.config.open_only and not any(r.state in ("open", "open|filtered") for r in listed):
+            return
         self.outputs.host(res)
 
 
