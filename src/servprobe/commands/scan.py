@@ -364,10 +364,11 @@ def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (the `fast` extra): cheaper per socket than asyncio's."""
     try:
-        from servprobe.net.driver import new_event_loop
+        import uvloop
 
-        return new_event_loop()
+        return uvloop.new_event_loop()
     except ImportError:
         return asyncio.new_event_loop()
 
