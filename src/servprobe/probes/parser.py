@@ -458,11 +458,11 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def parse_file(
-    path: str | os.PathLike[str], *, validate: bool = True
+    path: str | os.PathLike[str], *, validate: bool = True, full: bool = True
 ) -> tuple[ProbeDB, list[ParseError]]:
     """Parse a probe file; returns (ProbeDB, errors). Unreadable file: ProbeFileError."""
     data = read_file(path)
-    return parse_bytes(data, os.fspath(path), validate=validate)
+    return parse_bytes(data, os.fspath(path), validate=validate, full=full)
 
 
 def parse_file_strict(path: str | os.PathLike[str], *, validate: bool = True) -> ProbeDB:
