@@ -16,6 +16,7 @@ Run `python tests/daemons.py` to start everything and print the endpoints until 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -228,19 +230,50 @@ def _workdir(name: str, owner: str | None = None) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+_live: set[subprocess.Popen[bytes]] = set()
+
+
+def _stop_leftovers() -> None:
+    for proc in list(_live):
+        _stop(proc)
+
+
+def _sigterm_to_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _arm_cleanup() -> None:
+    """Make sure the daemons go away if our process ends early.
+
+    atexit covers normal exits and uncaught exceptions; SIGTERM (what `timeout` and CI
+    runners send) would kill Python without running `finally` blocks, so it is turned into
+    KeyboardInterrupt, which unwinds the context managers (pytest tears fixtures down too).
+    """
+    if getattr(_arm_cleanup, "done", False):
+        return
+    _arm_cleanup.done = True  # type: ignore[attr-defined]
+    atexit.register(_stop_leftovers)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
 @contextlib.contextmanager
 def _running(argv: list[str], log: Path, *, stop_signal: int = signal.SIGTERM,
              env: dict[str, str] | None = None, cwd: Path | None = None,
              preexec: Callable[[], None] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    _arm_cleanup()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, env=env, cwd=cwd, preexec_fn=preexec,
         )
+    _live.add(proc)
     try:
         yield proc
     finally:
         _stop(proc, stop_signal)
+        _live.discard(proc)
 
 
 def self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
