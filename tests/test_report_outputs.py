@@ -259,3 +259,30 @@ def test_progress_status_line_and_eta() -> None:
     assert line == "hosts 1/4 (2 up)  ports 2000/4000  services 5 done, 5 in flight  ETA 00:00:10"
     fresh = Stats(ports_total=10, started=100.0)
     assert eta_seconds(fresh, now=100.5) is None and "ETA --:--" in status_line(fresh, now=100.5)
+
+
+@pytest.mark.skipif(shutil.which("xmllint") is None or not DTD.is_file(), reason="xmllint or nmap.dtd missing")
+def test_verbose_outputs_list_down_hosts_and_stay_valid(tmp_path: Path) -> None:
+    run = ScanRun(args=["-v"], start=1_700_000_000.0, verbose=1, service_scan=False,
+                  ports_spec={"tcp": "80", "udp": "53"}, scan_types=["connect", "udp"], hosts_total=2, hosts_up=0)
+    down = HostResult("10.9.9.9", [], "down", "no-response", starttime=run.start, endtime=run.start + 2)
+    six = HostResult("::1", [], "down", "no-response")
+    bufs = {cls: io.StringIO() for cls in (XmlReporter, GrepableReporter, NormalReporter, JsonLinesReporter)}
+    outs = Outputs([cls(buf) for cls, buf in bufs.items()])
+    outs.start(run)
+    outs.host(down)
+    outs.host(six)
+    outs.finish(run)
+    path = tmp_path / "down.xml"
+    path.write_text(bufs[XmlReporter].getvalue())
+    proc = subprocess.run(["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    root = ET.parse(path).getroot()
+    assert [h.find("status").get("state") for h in root.findall("host")] == ["down", "down"]
+    assert root.findall("host")[1].find("address").get("addrtype") == "ipv6"
+    assert [s.get("protocol") for s in root.findall("scaninfo")] == ["tcp", "udp"]
+    assert "Host: 10.9.9.9 ()\tStatus: Down" in bufs[GrepableReporter].getvalue()
+    assert "servprobe scan report for 10.9.9.9 [host down]" in bufs[NormalReporter].getvalue()
+    assert "Note: Host seems down." in bufs[NormalReporter].getvalue()
+    lines = [json.loads(x) for x in bufs[JsonLinesReporter].getvalue().splitlines()]
+    assert [x["status"] for x in lines if x["type"] == "host"] == ["down", "down"]
