@@ -437,3 +437,27 @@ def test_lines_hyperscan_rejects_are_always_candidates(tmp_path: Path, cache: Pa
         a, b = db.matcher.find(null, data), plain.find(null, data)
         assert (a and (a[0].service, a[1].span())) == (b and (b[0].service, b[1].span()))
     assert db.match("NULL", b"abcd").service == "kept"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["NULL", "GetRequest", "X-1"]), st.binary(min_size=1, max_size=300)
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_roundtrip_with_the_engines_fingerprint_writer(responses) -> None:
+    """What servprobe.engine.fingerprint writes, probes.fpreader reads back byte for byte."""
+    from servprobe.engine.fingerprint import MAX_RESPONSE, build_fingerprint
+
+    text = build_fingerprint(
+        8080, "tcp", 7, responses, now=1_700_000_000, platform="x86_64-pc-linux-gnu"
+    )
+    (fp,) = read_fingerprints("Nmap output\n" + text + "\n")
+    assert (fp.port, fp.proto, fp.fields["I"]) == (8080, "tcp", "7")
+    got = [(r.probe, r.length, r.data) for r in fp.responses]
+    want = [(n, len(d), d[:MAX_RESPONSE]) for n, d in responses][: len(got)]
+    assert got == want and got
