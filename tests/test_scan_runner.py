@@ -158,3 +158,18 @@ def test_host_timeout_cuts_the_service_phase() -> None:
     (host,) = [h for k, h in rec.events if k == "host"]
     assert host.timedout and [p.port for p in host.ports] == [pa]
     assert elapsed < 20
+
+
+def test_a_repeated_address_is_scanned_once_per_mention() -> None:
+    srv = listener()
+    try:
+        port = srv.getsockname()[1]
+        engine, seen = fake_engine(0.05)
+        runner, rec = make(["127.0.0.1", "127.0.0.1"], [port], engine)
+        run = asyncio.run(runner.execute())
+    finally:
+        srv.close()
+    hosts = [h for k, h in rec.events if k == "host"]
+    assert len(hosts) == 2 and len(seen) == 2
+    assert all([(p.port, p.product) for p in h.ports] == [(port, "FakeD")] for h in hosts)
+    assert run.hosts_total == 2

@@ -79,6 +79,7 @@ class _Host:
         self.pending: set[tuple[str, int]] = set()
         self.portscan_done = False
         self.idle = asyncio.Event()
+        self.finished = asyncio.Event()
         self.reported = False
 
 
@@ -199,6 +200,10 @@ class ScanRunner:
 
     async def _host_task(self, target: HostTarget, group: asyncio.Semaphore) -> None:
         try:
+            # the same address twice in the target list (nmap scans it twice): one at a time,
+            # since engine results are routed to hosts by address
+            while (earlier := self._hosts.get(target.address)) is not None:
+                await earlier.finished.wait()
             host = _Host(target)
             self._hosts[target.address] = host
             try:
@@ -307,6 +312,7 @@ class ScanRunner:
         if host.reported:
             return
         host.reported = True
+        host.finished.set()
         res = host.result
         res.endtime = time.time()
         self._hosts.pop(host.target.address, None)
