@@ -112,6 +112,16 @@ def check(args: argparse.Namespace) -> int:
     except ProbeFileError as exc:
         print(f"servprobe db: {exc}", file=sys.stderr)
         return 2
+    if not args.no_cache and not args.json:
+        from servprobe.probes.loader import has_cached_verdict
+
+        if not has_cached_verdict(data):
+            print(
+                f"servprobe db: checking every pattern of {path} "
+                "(first time for this file; cached afterwards)…",
+                file=sys.stderr,
+                flush=True,
+            )
     db, errors, cached = parse_checked(data, str(path), use_cache=not args.no_cache)
     report: dict[str, Any] = {"file": str(path), "sha256": db.sha256, **counts(db)}
     report["patterns_checked"] = "cache" if cached else "compiled"
@@ -123,6 +133,14 @@ def check(args: argparse.Namespace) -> int:
             pf = None
             prefilter_info = {"error": str(exc)}
         if pf is not None:
+            missing = sum(1 for p in db.probes if not pf.cached(p))
+            if missing and not args.json:
+                print(
+                    f"servprobe db: compiling hyperscan prefilters for {missing} probes "
+                    "(first time for this file; cached afterwards)…",
+                    file=sys.stderr,
+                    flush=True,
+                )
             pf.build_all()
             always = sum(len(pf.filter_for(p, wait=True).always) for p in db.probes)
             prefilter_info = {

@@ -114,6 +114,13 @@ def _store_pattern_errors(sha256: str, full: bool, errors: list[tuple[int, str]]
         os.replace(tmp, d / key)
 
 
+def has_cached_verdict(data: bytes, full: bool = True) -> bool:
+    """Whether parse_checked(data) would be answered from the cache."""
+    import hashlib
+
+    return _cached_pattern_errors(hashlib.sha256(data).hexdigest(), full) is not None
+
+
 def parse_checked(
     data: bytes, path: str, *, use_cache: bool = True, full: bool = True
 ) -> tuple[ProbeDB, list[ParseError], bool]:
