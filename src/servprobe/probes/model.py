@@ -161,4 +161,8 @@ class ProbeDB:
         Tries the probe's own lines in file order, then each probe of its `fallback` list,
         then NULL (TCP only); the first line that matches, soft or hard, wins.
         """
+        if self.matcher is None:  # a database built by the parser directly, not load_db()
+            from servprobe.probes.matcher import Matcher
+
+            self.matcher = Matcher(self)
         return self.matcher.match(self.probe(probe_name, proto), data)
