@@ -489,18 +489,25 @@ def test_generated_responses_first_match_equals_pcre2(
 
 def test_synthesized_matches_agree_with_pcre2(db, pcre) -> None:
     """Positive cases: responses hypothesis builds to match a line (from the pattern as the
-    stdlib reads it), checked with our matcher and with PCRE2 — span and groups equal."""
+    stdlib reads it), checked with our matcher and with PCRE2 — span and groups equal — and
+    never filtered out by the first-byte index or the hyperscan prefilter."""
     import re
     import warnings
 
     from hypothesis import HealthCheck, Phase
 
+    try:
+        import hyperscan  # noqa: F401
+
+        fast = load_db(NMAP_DB, prefilter=True)
+    except ImportError:
+        fast = None
     rnd = random.Random(7)
-    lines = [ln for p in db.probes for ln in p.matches]
+    triples = [(p, i, ln) for p in db.probes for i, ln in enumerate(p.matches)]
     plain = Matcher(db)
     tested, diffs = 0, []
     examples: list[bytes] = []
-    for ln in rnd.sample(lines, 300):
+    for probe, i, ln in rnd.sample(triples, 300):
         flags = (re.I if "i" in ln.flags else 0) | (re.S if "s" in ln.flags else 0)
         try:
             with warnings.catch_warnings():
@@ -508,7 +515,7 @@ def test_synthesized_matches_agree_with_pcre2(db, pcre) -> None:
                 strategy = st.from_regex(re.compile(translate(ln.pattern), flags))
         except Exception:  # a pattern the stdlib cannot read: covered by the corpus tests
             continue
-        examples: list[bytes] = []
+        examples.clear()
 
         @settings(
             max_examples=2,
@@ -519,7 +526,7 @@ def test_synthesized_matches_agree_with_pcre2(db, pcre) -> None:
         )
         @given(strategy)
         def collect(s: bytes) -> None:
-            examples.append(s)  # noqa: B023 - collect() runs within this iteration
+            examples.append(s)
 
         try:
             collect()
@@ -530,5 +537,13 @@ def test_synthesized_matches_agree_with_pcre2(db, pcre) -> None:
             tested += 1
             if _key(ln, ours) != _key(ln, theirs):
                 diffs.append((str(ln.source), s[:60]))
+            if ours is None:
+                continue
+            if i not in plain._index(probe).for_first_byte(s[0] if s else -1):
+                diffs.append((str(ln.source), "first-byte index dropped it"))
+            if fast is not None:
+                fprobe = fast.probe(probe.name, probe.proto)
+                if i not in fast.matcher.prefilter.candidates(fprobe, s):
+                    diffs.append((str(ln.source), "hyperscan prefilter dropped it"))
     assert tested >= 400
     assert diffs == []
