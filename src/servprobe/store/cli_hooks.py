@@ -346,9 +346,19 @@ def _address_key(address: str) -> tuple[int, int]:
 def prepare(argv: list[str]) -> tuple[list[str], StoreSession] | int:
     """Take --store/--no-store/--resume out of argv.
 
-    Returns (argv for the scan parser, session), or an exit status (2) after printing why
-    the options are wrong or the resume file is unusable.
+    Returns (argv for the scan parser, session), or an exit status after printing why:
+    2 when the options are wrong or the resume file is unusable, 1 when the machine's file
+    descriptor limit is too low for any scan (see servprobe.resources).
     """
+    # resource limits first: a scan the machine cannot run stops here, with the fix (issue 7)
+    from servprobe.resources import ResourceError, preflight
+
+    try:
+        for note in preflight(list(argv)):
+            _err(note)
+    except ResourceError as exc:
+        _err(str(exc))
+        return 1
     rest, resume = _take_option(list(argv), "--resume", value=True)
     rest, stores = _take_option(rest, "--store", value=True)
     rest, no_store = _take_option(rest, "--no-store", value=False)
