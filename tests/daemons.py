@@ -176,7 +176,11 @@ def _require(binary: str, package: str) -> str:
 
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path,
               extra_logs: tuple[Path, ...] = (), timeout: float = START_TIMEOUT) -> None:
-    """Poll a TCP connect until it succeeds; fail with the daemon's log if it dies or hangs."""
+    """Poll until the daemon listens on the port; fail with its log if it dies or hangs.
+
+    A connect alone is not proof: someone else may hold the port (then our daemon fails to
+    bind and exits), so the listening socket must belong to the daemon's process group.
+    """
     deadline = time.monotonic() + timeout
     while True:
         rc = proc.poll()
@@ -185,6 +189,8 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path,
                                        f"{HOST}:{port}", log, extra_logs))
         try:
             with socket.create_connection((HOST, port), timeout=1.0):
+                pass
+            if _listens(proc.pid, port):
                 return
         except OSError:
             pass
@@ -192,6 +198,31 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, log: Path,
             raise DaemonError(_failure(f"{name} not listening on {HOST}:{port} after "
                                        f"{timeout:.0f} s", log, extra_logs))
         time.sleep(0.05)
+
+
+def _listens(pgid: int, port: int) -> bool:
+    """Whether a process of group `pgid` holds the TCP socket listening on HOST:port."""
+    want = f"{socket.htonl(0x7F000001):08X}:{port:04X}"  # /proc/net/tcp's little-endian form
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _failure(what: str, log: Path, extra_logs: tuple[Path, ...]) -> str:
