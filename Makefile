@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Everything the test suite needs from Debian: nmap (comparison + its database, DTD, ndiff),
-# xmllint, and the real daemons the integration tests start on loopback.
+# xmllint, and the real daemons the integration tests start on loopback (tests/daemons.py).
+# dnsmasq-base: the binary without the system service, whose start would fight over port 53.
 APT_PACKAGES = nmap nmap-common ndiff libxml2-utils openssl ssl-cert \
-	openssh-server nginx vsftpd postfix redis-server memcached dnsmasq postgresql \
-	stunnel4 rpcbind nfs-common tmux
+	openssh-server openssh-client nginx vsftpd postfix redis-server memcached dnsmasq-base \
+	postgresql stunnel4 rpcbind nfs-common tmux
 
 .PHONY: run test venv deps apt lint bench clean
 

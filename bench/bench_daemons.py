@@ -50,9 +50,10 @@ def run_nmap(nmap: str, targets: list[ServiceTarget],
     tcp = sorted({t.port for t in targets if t.proto == "tcp"})
     udp = sorted({t.port for t in targets if t.proto == "udp"})
     spec = ",".join([*(f"T:{p}" for p in tcp), *(f"U:{p}" for p in udp)])
-    argv = [nmap, "-sV", "-Pn", "-n", "-p", spec, "127.0.0.1", "-oX", "-"]
+    # -sT needs no raw sockets and changes nothing in version detection; -sU does need root
+    argv = [nmap, "-sV", "-sT", "-Pn", "-n", "-p", spec, "127.0.0.1", "-oX", "-"]
     if udp:
-        argv[2:2] = ["-sS", "-sU"]
+        argv.insert(3, "-sU")
     if intensity == 9:
         argv.insert(2, "--version-all")
     t0 = time.monotonic()

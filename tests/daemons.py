@@ -540,7 +540,7 @@ DNS_NAME = "servprobe.test"
 @contextlib.contextmanager
 def dnsmasq() -> Iterator[Daemon]:
     """dnsmasq answering DNS over TCP and UDP on a free port, no upstream, one local name."""
-    binary = _require("/usr/sbin/dnsmasq", "dnsmasq")
+    binary = _require("/usr/sbin/dnsmasq", "dnsmasq-base")
     version = dpkg_version("dnsmasq")
     with _workdir("dnsmasq") as d:
         port = free_port(udp_too=True)

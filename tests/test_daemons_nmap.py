@@ -1,6 +1,6 @@
 """servprobe and `nmap -sV` side by side on the same real daemons: the answers must agree.
 
-One nmap run (`nmap -sV -Pn -n -p PORTS 127.0.0.1 -oX -`, nmap's own database) over every TCP
+One nmap run (`nmap -sV -sT -Pn -n -p PORTS 127.0.0.1 -oX -`, nmap's own database) over every TCP
 endpoint of tests/daemons.py, while servprobe scans the same ports with the same database and
 default options. Per port, service, product, version, extrainfo and tunnel must be identical;
 a separate test compares hostname, ostype and CPEs.
@@ -89,7 +89,8 @@ def side_by_side(all_daemons: dict[str, daemons.Daemon]) -> dict[str, tuple[Fiel
     ports = ",".join(str(e.port) for _d, e in pairs)
     # nmap first, in the background: it is the slow one; servprobe runs meanwhile
     t0 = time.monotonic()
-    proc = subprocess.Popen([nmap, "-sV", "-Pn", "-n", "-p", ports, "127.0.0.1", "-oX", "-"],
+    # -sT: a connect scan needs no raw sockets; it changes nothing in version detection
+    proc = subprocess.Popen([nmap, "-sV", "-sT", "-Pn", "-n", "-p", ports, "127.0.0.1", "-oX", "-"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         db = servprobe.load_db(str(NMAP_DB))
