@@ -91,8 +91,30 @@ def test_integer_longer_than_8_bytes_fails() -> None:
 
 
 def test_cpe_transform_applies_to_substituted_text_only() -> None:
-    mm = m(rb"^(.*)$", b"Foo Bar:1/2?x%")
-    assert substitute("cpe:/a:Vendor:$1", mm, cpe=True) == b"cpe:/a:Vendor:foo_bar%3a1%2f2%3fx%25"
+    # what nmap 7.93 prints (observed): lower case, whitespace "_", reserved bytes %XX,
+    # ~ . - _ { } | ^ ` \\ kept, other non-printable bytes "."
+    mm = m(rb"^(.*)$", b"Foo Bar:1/2?x%\t#[]@!$&'()*+,;=<>\"~.-_{}|^`\\\x01\xe9")
+    assert substitute("cpe:/a:Vendor:$1", mm, cpe=True) == (
+        b"cpe:/a:Vendor:foo_bar%3A1%2F2%3Fx%25_%23%5B%5D%40%21%24%26%27%28%29%2A%2B%2C%3B%3D"
+        b"%3C%3E%22~.-_{}|^`\\.."
+    )
+
+
+def test_one_cpe_per_part_last_wins_failure_clears() -> None:
+    from servprobe.probes.templates import cpe_list
+
+    mm = m(rb"^(\S+) (\S+)$", b"x " + b"b" * 100)
+    got = cpe_list(
+        ("cpe:/a:ok1", "cpe:/o:ok2:$1", "cpe:/a:long:$2", "cpe:/h:after:$1", "cpe:/x:other"), mm
+    )
+    assert got == ("cpe:/h:after:x", "cpe:/o:ok2:x")  # a: cleared by the too-long one
+    mm = m(rb"^(\S+) (\S+)$", b"one two")
+    got = cpe_list(("cpe:/a:first:$1", "cpe:/o:os1:$1", "cpe:/a:second:$2", "cpe:/o:os2:$2"), mm)
+    assert got == ("cpe:/a:second:two", "cpe:/o:os2:two")
+    assert cpe_list(("cpe:/a:x:$9",), mm) == ()
+    # 78 characters is the longest CPE nmap keeps
+    assert cpe_list(("cpe:/a:x:" + "a" * 69,), mm) == ("cpe:/a:x:" + "a" * 69,)
+    assert cpe_list(("cpe:/a:x:" + "a" * 70,), mm) == ()
 
 
 def test_check_template() -> None:
@@ -113,16 +135,35 @@ def test_identify_escapes_and_truncates() -> None:
         devicetype="fixed",
         cpes=["cpe:/a:x:$1:$2", "cpe:/o:linux:linux_kernel"],
     )
-    data = b"Pro\x1b[31mduct 9.9\\1 " + b"i" * 300
+    data = b"Pro\x1b[31mduct 9.9\\1 " + b"i" * 30
     ident = identify(ml, m(ml.pattern, data))
     assert ident.service == "svc" and not ident.soft
     assert ident.product == "Pro\\x1b[31mduct"
     assert ident.version == "9.9\\\\1"
-    assert ident.info == "i" * 256 and ident.ostype == "i" * 32
+    assert ident.info == "i" * 30 and ident.ostype == "i" * 30
     assert ident.hostname == "h-9.9\\\\1" and ident.devicetype == "fixed"
-    assert ident.cpes == ("cpe:/a:x:pro%1b%5b31mduct:9.9%5c1", "cpe:/o:linux:linux_kernel")
+    assert ident.cpes == ("cpe:/a:x:pro.%5B31mduct:9.9\\1", "cpe:/o:linux:linux_kernel")
     assert str(ident.source) == "t.probes:7" and ident.probe == "NULL"
     assert all(s.isprintable() for s in (ident.product, ident.version, *ident.cpes))
+
+
+@pytest.mark.parametrize(
+    ("field", "longest"),
+    [
+        ("product", 78),
+        ("version", 78),
+        ("hostname", 78),
+        ("info", 254),
+        ("ostype", 30),
+        ("devicetype", 30),
+    ],
+)
+def test_too_long_fields_are_left_out_like_nmap(field: str, longest: int) -> None:
+    ml = line(rb"^(.*)$", **{field: "$1"})
+    assert getattr(identify(ml, m(ml.pattern, b"c" * longest)), field) == "c" * longest
+    assert getattr(identify(ml, m(ml.pattern, b"c" * (longest + 1))), field) is None
+    shown = getattr(identify(ml, m(ml.pattern, b"\x01" * longest)), field)
+    assert shown.startswith("\\x01") and len(shown) <= longest + 2  # escaped, never longer
 
 
 def test_failed_field_is_absent_others_stay() -> None:

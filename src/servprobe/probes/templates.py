@@ -9,10 +9,16 @@ A `$` not followed by a digit or a command name stays literal. A substitution nm
 (group beyond the pattern's, $0, $I of more than 8 bytes, unknown command) makes that one
 field absent, as nmap drops a field whose template fails.
 
-In cpe: fields the substituted text (not the literal part) is lower-cased, spaces become
-`_`, and every byte outside [a-z0-9._-] is %-encoded, so a captured value cannot break the
-CPE's `:`-separated structure. Every field ends up printable (servprobe.escape) and is
-truncated like nmap's (product/version/hostname 80, info 256, ostype/devicetype 32).
+Field sizes, as nmap 7.93 behaves (observed): a field whose substituted value is longer than
+its buffer allows (product/version/hostname 80, info 256, ostype/devicetype 32, each minus 2:
+at most 78, 254, 30 bytes) is left out, not cut. What is shown is escaped (servprobe.escape:
+non-printable bytes as \\xHH, where nmap prints ".") and never longer than the buffer size.
+
+CPEs (observed nmap behaviour): in the substituted text (not the literal part) letters are
+lower-cased, whitespace becomes `_`, the bytes ``:/?#[]@!$&'()*+,;=%<>"`` are %-encoded
+(upper-case hex) and other non-printable bytes become `.`. A CPE longer than 78 characters
+fails. nmap keeps one CPE per part: for each of a, h, o the last cpe: field of that part wins
+(a failing one clears it), output in the order a, h, o; other parts are dropped.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from typing import Any
 from servprobe.escape import printable_bytes
 from servprobe.probes.model import Identification, MatchLine
 
+# nmap's buffer sizes; a value must be at most size - 2 bytes long (observed in nmap 7.93)
 LIMITS = {"product": 80, "version": 80, "hostname": 80, "info": 256, "ostype": 32, "devicetype": 32}
-CPE_LIMIT = 256
-_CPE_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
+CPE_LIMIT = 80
+CPE_PARTS = ("a", "h", "o")
+_CPE_ENCODE = frozenset(b":/?#[]@!$&'()*+,;=%<>\"")
+_CPE_SPACE = frozenset(b" \t\n\x0b\x0c\r")
 # ASCII only: str.isdigit() also accepts "²" (latin-1 0xb2), which int() then rejects
 _DIGITS = frozenset("0123456789")
 _NOT_PRINTABLE = bytes(b for b in range(256) if not 0x20 <= b < 0x7F)
@@ -48,12 +57,14 @@ class TemplateError(ValueError):
 def _cpe_transform(data: bytes) -> bytes:
     out = bytearray()
     for b in data.lower():
-        if b == 0x20:
+        if b in _CPE_SPACE:
             out.append(0x5F)
-        elif b in _CPE_KEEP:
+        elif b in _CPE_ENCODE:
+            out += b"%%%02X" % b
+        elif 0x20 < b < 0x7F:
             out.append(b)
         else:
-            out += b"%%%02x" % b
+            out.append(0x2E)  # nmap shows a non-printable byte as "."
     return bytes(out)
 
 
@@ -197,7 +208,31 @@ def _field(text: str | None, m: Any, limit: int) -> str | None:
         value = substitute(text, m)
     except TemplateError:
         return None
+    if len(value) > limit - 2:  # nmap leaves a field out rather than cut it
+        return None
     return _clip(_shown(value), limit) or None
+
+
+def cpe_list(templates: tuple[str, ...], m: Any) -> tuple[str, ...]:
+    """The CPEs nmap reports for a line's cpe: templates (one per part a, h, o)."""
+    slots: dict[str, str | None] = {}
+    for c in templates:
+        part = c[5:6] if c.startswith("cpe:/") and c[6:7] in (":", "") else ""
+        if part not in CPE_PARTS:
+            continue
+        try:
+            value = substitute(c, m, cpe=True)
+        except TemplateError:
+            slots[part] = None
+            continue
+        # the literal part is the file's own text; keep what it says, but printable
+        if len(value) > CPE_LIMIT - 2:
+            slots[part] = None
+        elif value.isascii() and value.decode("ascii").isprintable():
+            slots[part] = value.decode("ascii")  # as nmap prints it (a "\\" stays single)
+        else:
+            slots[part] = _shown(value)
+    return tuple(v for p in CPE_PARTS if (v := slots.get(p)))
 
 
 def _clip(shown: str, limit: int) -> str:
@@ -216,13 +251,6 @@ def _clip(shown: str, limit: int) -> str:
 def identify(line: MatchLine, m: Any) -> Identification:
     """The Identification a matching line gives (m: the regex match object)."""
     t = line.template
-    cpes: list[str] = []
-    for c in t.cpes:
-        try:
-            value = substitute(c, m, cpe=True)
-        except TemplateError:
-            continue
-        cpes.append(_clip(_shown(value), CPE_LIMIT))
     return Identification(
         service=line.service,
         soft=line.soft,
@@ -232,7 +260,7 @@ def identify(line: MatchLine, m: Any) -> Identification:
         hostname=_field(t.hostname, m, LIMITS["hostname"]),
         ostype=_field(t.ostype, m, LIMITS["ostype"]),
         devicetype=_field(t.devicetype, m, LIMITS["devicetype"]),
-        cpes=tuple(cpes),
+        cpes=cpe_list(t.cpes, m),
         source=line.source,
         probe=line.probe_name,
     )
