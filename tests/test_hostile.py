@@ -82,6 +82,13 @@ SCENARIOS = ["drip", "flood", "reset", "halfclose", "endless", "binary", "tlsgar
 
 
 def test_scan_finishes_in_bounds(scan: ScanOutcome) -> None:
+    # the figures for docs/robustness.md (pytest -s shows them)
+    print(f"\nscan: {scan.seconds:.1f}s, peak RSS {scan.rss_kb / 1024:.0f} MB, exit {scan.code}")
+    for name, s in sorted(scan.servers.scenarios.items()):
+        r = scan.ports.get((s.proto, s.port))
+        took = f"{r['finished'] - scan.start:6.1f}s" if r else "  none"
+        what = (r or {}).get("display_service") or (r or {}).get("service")
+        print(f"  {name:<11} {s.proto} {took}  {what}")
     assert scan.code == 0, scan.stderr[-3000:]
     assert scan.seconds < SCAN_BOUND, f"scan took {scan.seconds:.0f}s"
     assert scan.rss_kb / 1024 < RSS_BOUND_MB, f"peak RSS {scan.rss_kb / 1024:.0f} MB"
