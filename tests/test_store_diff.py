@@ -107,3 +107,27 @@ def test_diff_reads_real_nmap_xml(tmp_path: Path, capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     kinds = {(c["port"], c["change"]) for c in doc["changes"]}
     assert kinds == {(port, "closed"), (closed_port, "opened")}
+
+
+def test_diff_our_xml_against_our_store_of_the_same_scan(tmp_path: Path, capsys) -> None:
+    """A CLI scan's -oX and its --store describe the same ports: no difference."""
+    import sys
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    xml, store = tmp_path / "scan.xml", tmp_path / "scan.sqlite"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "servprobe", "--no-sV", "-Pn", "-n", "-p", f"{port},1-20",
+             "127.0.0.1", "-oX", str(xml), "--store", str(store), "--no-progress"],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    code = diff.main([str(xml), str(store)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert diff.main([str(store), str(xml), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == []
