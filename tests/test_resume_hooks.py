@@ -177,3 +177,23 @@ def test_prepare_usage_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     assert session.path is not None and session.path.parent == tmp_path
     argv, session = cli_hooks.prepare(["--store=a.sqlite", "127.0.0.1"])  # type: ignore[misc]
     assert argv == ["127.0.0.1"] and str(session.path) == "a.sqlite"
+
+
+def test_resume_runs_in_the_original_directory(tmp_path: Path, monkeypatch) -> None:
+    """Relative output paths of the stored argv refer to the original run's files."""
+    import os
+
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    store = Store.open(first / "s.sqlite")
+    sid = store.begin_scan(["-oX", "out.xml", "127.0.0.1"], {"cwd": str(first)})
+    store.close()
+    monkeypatch.chdir(elsewhere)
+    got = cli_hooks.prepare(["--resume", str(first / "s.sqlite")])
+    assert not isinstance(got, int)
+    argv, session = got
+    assert argv == ["-oX", "out.xml", "127.0.0.1"] and sid == session.resume.scan.id
+    assert Path(os.getcwd()) == first
+    session.close()

@@ -374,7 +374,13 @@ def prepare(argv: list[str]) -> tuple[list[str], StoreSession] | int:
         except StoreError as exc:
             _err(f"cannot resume: {exc}")
             return 2
-        session = StoreSession(Path(resume[0]), list(state.args), resume=state, store=store)
+        path = Path(resume[0]).resolve()
+        # relative output paths (-oX scan.xml) mean the files of the original run
+        cwd = state.scan.spec.get("cwd")
+        if isinstance(cwd, str) and cwd and Path(cwd).is_dir() and Path(cwd) != Path.cwd():
+            _err(f"resuming in {cwd}, where the scan was started")
+            os.chdir(cwd)
+        session = StoreSession(path, list(state.args), resume=state, store=store)
         return list(state.args), session
     if any(v is None or v == "" for v in stores):
         _err("--store needs a FILE")
