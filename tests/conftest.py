@@ -93,3 +93,20 @@ def all_daemons(
         for d in (sshd_daemon, nginx_daemon, vsftpd_daemon, postfix_daemon, redis_daemon,
                   memcached_daemon, dnsmasq_daemon, postgresql_daemon, stunnel_daemon)
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scan_stores_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Scans started by tests keep their default stores (issue 7) in a temp dir, not in
+    the user's ~/.local/state/servprobe/scans; subprocesses inherit the variable."""
+    import os
+
+    old = os.environ.get("SERVPROBE_STORE_DIR")
+    os.environ["SERVPROBE_STORE_DIR"] = str(tmp_path_factory.mktemp("scan-stores"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SERVPROBE_STORE_DIR", None)
+        else:
+            os.environ["SERVPROBE_STORE_DIR"] = old
