@@ -173,3 +173,25 @@ def test_a_repeated_address_is_scanned_once_per_mention() -> None:
     assert len(hosts) == 2 and len(seen) == 2
     assert all([(p.port, p.product) for p in h.ports] == [(port, "FakeD")] for h in hosts)
     assert run.hosts_total == 2
+
+
+def test_stop_halts_a_big_port_scan_at_once() -> None:
+    # 64 hosts x 65535 ports on loopback: every connect answers at once, so only the scanner's
+    # abort flag keeps the scan from running on for a full event-loop round per host
+    runner, rec = make(["127.0.0.0/26"], list(range(1, 65536)), None)
+
+    async def go() -> tuple[int, int, ScanRun]:
+        task = asyncio.create_task(runner.execute())
+        await asyncio.sleep(1.0)
+        assert runner.scanner is not None
+        before = runner.scanner.probes_sent
+        runner.stop("SIGINT")
+        run = await task
+        return before, runner.scanner.probes_sent, run
+
+    before, after, run = asyncio.run(go())
+    assert run.interrupted
+    assert after - before <= 64 * 128  # at most one step per host, not thousands of ports each
+    hosts = [h for k, h in rec.events if k == "host"]
+    assert hosts and all(h.partial for h in hosts)
+    assert rec.events[-1][0] == "finish"

@@ -112,6 +112,7 @@ class HostResult:
     latency: float | None = None  # seconds, from host discovery
     timedout: bool = False  # --host-timeout cut this host short
     hostname_types: list[str] = field(default_factory=list)  # parallel to hostnames: user|PTR
+    partial: bool = False  # the scan stopped (Ctrl-C) before this host was finished
 
 
 @dataclass(slots=True)

@@ -87,6 +87,7 @@ class JsonLinesReporter:
                 "reason": host.reason,
                 "latency": host.latency,
                 "timedout": host.timedout,
+                "partial": host.partial,
                 "starttime": host.starttime,
                 "endtime": host.endtime,
                 "ports": len(listed),

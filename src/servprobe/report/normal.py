@@ -77,6 +77,8 @@ def host_report(host: HostResult, run: ScanRun, reason: bool = False) -> list[st
     out.append(f"Host is up{latency}.")
     if len(names) > 1:
         out.append("Other names: " + ", ".join(_s(n) for n in names[1:]))
+    if host.partial:
+        out.append("Warning: the scan was interrupted before this host was finished; results below are partial.")
     if host.timedout:
         out.append("Warning: host timed out (--host-timeout); results below are partial.")
     listed = list(host.ports)
@@ -170,7 +172,7 @@ class NormalReporter:
         if up == 0 and not run.interrupted:
             lines.append("Note: Host seems down. If it is really up, but blocking our ping probes, try -Pn")
         if run.interrupted:
-            lines.append(f"{PROG}: scan interrupted; every host above is complete, the rest was not finished.")
+            lines.append(f"{PROG}: scan interrupted; hosts marked partial above were not finished, later hosts were not scanned.")
         if run.service_scan and up:
             lines.append("Service detection performed. Please report any incorrect results to the probe database's maintainers.")
         if self.file_mode:

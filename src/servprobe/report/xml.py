@@ -96,6 +96,8 @@ def host_element(host: HostResult, service_scan: bool) -> str:
     head = f"<host{attrs([('starttime', start), ('endtime', end)])}"
     if host.timedout:
         head += ' timedout="true"'
+    if host.partial:
+        head += ' comment="partial: scan interrupted before this host was finished"'
     parts = [head + ">"]
     status = "up" if host.status == "up" else ("down" if host.status == "down" else "unknown")
     parts.append(f'<status state="{status}"{attrs([("reason", host.reason or "unknown")])} reason_ttl="0"/>')

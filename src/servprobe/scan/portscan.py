@@ -282,6 +282,7 @@ class PortScanner:
         self._pool: ConnectPool | None = None
         self.udp_sent = 0
         self._closed_sent = 0
+        self.aborted = False  # set by abort(): stop launching at once (Ctrl-C)
 
     @property
     def probes_sent(self) -> int:
@@ -292,6 +293,11 @@ class PortScanner:
             self._pool = ConnectPool(self.config.timeout)
             self._pool.limit = self.config.concurrency
         return self._pool
+
+    def abort(self) -> None:
+        """Stop every scan loop at its next step (a cancelled scan of hundreds of hosts would
+        otherwise take a full round of the event loop per host to notice)."""
+        self.aborted = True
 
     def close(self) -> None:
         if self._pool is not None:
@@ -337,8 +343,12 @@ class PortScanner:
                 port = retry.popleft() if retry else queue.popleft()
                 pool.start(address, port, family, make_done(port))
                 launched += 1
-                if launched % 512 == 0:
-                    await asyncio.sleep(0)  # keep the loop responsive (signals, progress)
+                if launched % 128 == 0:
+                    # keep the loop responsive (signals, progress, other hosts); on loopback
+                    # every connect answers at once, so nothing else would ever yield
+                    await asyncio.sleep(0)
+                    if self.aborted:
+                        raise asyncio.CancelledError
             if not outstanding:
                 break
             if short:

@@ -118,6 +118,8 @@ class ScanRunner:
 
     def stop(self, reason: str = "interrupted") -> None:
         self.stop_reason = self.stop_reason or reason
+        if self.scanner is not None:
+            self.scanner.abort()
         self._stop.set()
 
     async def execute(self) -> ScanRun:
@@ -136,6 +138,7 @@ class ScanRunner:
             # hosts cut short: report what they have
             for host in list(self._hosts.values()):
                 if not host.reported and (host.portscan_done or len(host.ports) or host.services):
+                    host.result.partial = True
                     self._finish_host(host)
             self.run.end = time.time()
             # counts of reported hosts (run.hosts keeps the up ones; down ones are only counted)
