@@ -1,0 +1,86 @@
+"""nmap itself accepts our bundled database and reads the same answers from it as servprobe.
+
+Our file is copied as DIR/nmap-service-probes and handed to `nmap --datadir DIR -sV` (and
+once to the undocumented-but-real `--versiondb FILE`). nmap parses the whole file and compiles
+every pattern before probing, so a syntax it rejects fails the run. The fields nmap then
+reports for real daemons must equal servprobe's for the same ports with the same file.
+Kept fast: banner-first and HTTP daemons, low version intensity, a handful of ports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import daemons
+import servprobe
+from servprobe.engine.options import EngineOptions, ServiceTarget
+from servprobe.net.driver import scan_services
+
+pytestmark = pytest.mark.daemon
+
+DB_PATH = Path(__file__).resolve().parents[1] / "src" / "servprobe" / "data" / "servprobe-service-probes"
+FIELDS = ("name", "product", "version", "extrainfo", "hostname", "ostype")
+
+
+def _nmap() -> str:
+    nmap = shutil.which("nmap")
+    assert nmap, "nmap is not installed (make apt)"
+    return nmap
+
+
+def nmap_services(args: list[str], ports: list[int]) -> dict[int, dict[str, str | None]]:
+    cmd = [_nmap(), "-n", "-Pn", "-sT", "-sV", "--version-intensity", "2", *args,
+           "-p", ",".join(map(str, ports)), "127.0.0.1", "-oX", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "parse" not in proc.stderr.lower() and "error" not in proc.stderr.lower(), proc.stderr
+    out: dict[int, dict[str, str | None]] = {}
+    for port in ET.fromstring(proc.stdout).iter("port"):
+        svc = port.find("service")
+        assert svc is not None
+        out[int(port.get("portid", "0"))] = {f: svc.get(f) for f in FIELDS}
+    return out
+
+
+def servprobe_services(ports: list[int]) -> dict[int, dict[str, str | None]]:
+    db = servprobe.load_db(str(DB_PATH))
+    results = scan_services(db, [ServiceTarget("127.0.0.1", p, "tcp") for p in ports],
+                            EngineOptions(intensity=2))
+    return {r.port: {"name": r.service, "product": r.product, "version": r.version,
+                     "extrainfo": r.extrainfo, "hostname": r.hostname, "ostype": r.ostype}
+            for r in results}
+
+
+@pytest.fixture(scope="module")
+def datadir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("nmapdata")
+    shutil.copy(DB_PATH, d / "nmap-service-probes")
+    return d
+
+
+def test_nmap_datadir_reads_our_db_like_servprobe(datadir: Path, sshd_daemon: daemons.Daemon,
+                                                    vsftpd_daemon: daemons.Daemon,
+                                                    nginx_daemon: daemons.Daemon) -> None:
+    ports = [sshd_daemon.port, vsftpd_daemon.port, nginx_daemon.ports["nginx-http"]]
+    theirs = nmap_services(["--datadir", str(datadir)], ports)
+    ours = servprobe_services(ports)
+    assert set(theirs) == set(ports)
+    for port in ports:
+        assert theirs[port] == ours[port], f"port {port}: nmap {theirs[port]} servprobe {ours[port]}"
+    # and the answers are the ones our lines are for, not nmap's own database's
+    assert theirs[sshd_daemon.port]["product"] == "OpenSSH"
+    assert theirs[sshd_daemon.port]["ostype"] == "Linux"
+    assert theirs[vsftpd_daemon.port]["version"] == daemons.upstream_version(vsftpd_daemon.version)
+
+
+def test_nmap_versiondb_option_accepts_our_file(postfix_daemon: daemons.Daemon) -> None:
+    theirs = nmap_services(["--versiondb", str(DB_PATH)], [postfix_daemon.port])
+    assert theirs[postfix_daemon.port]["name"] == "smtp"
+    assert theirs[postfix_daemon.port]["product"] == "Postfix smtpd"
+    # our Postfix line captures the hostname without nmap's leading separator
+    assert theirs[postfix_daemon.port]["hostname"] == postfix_daemon.extra["hostname"]
