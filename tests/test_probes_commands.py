@@ -461,3 +461,20 @@ def test_roundtrip_with_the_engines_fingerprint_writer(responses) -> None:
     got = [(r.probe, r.length, r.data) for r in fp.responses]
     want = [(n, len(d), d[:MAX_RESPONSE]) for n, d in responses][: len(got)]
     assert got == want and got
+
+
+def test_warnings_are_listed_but_do_not_fail(tmp_path: Path, cache: Path, capsys) -> None:
+    f = tmp_path / "warned"
+    f.write_bytes(SMALL + b"match x m/^(q)/ p/$2/\nrarity 3\nrarity 4\n")
+    for _ in range(2):  # computed, then from the cache: same report
+        assert db_cmd.main(["check", str(f), "--no-prefilter"]) == 0
+        out = capsys.readouterr().out
+        assert (
+            f"{f}:10: warning: p/ template '$2'" in out
+            and f"{f}:12: warning: duplicate 'rarity'" in out
+        )
+        assert "warnings   2" in out and "errors     0" in out
+        db = loader.load_db(str(f), prefilter=False)
+        assert [e.line for e in db.errors] == [10, 12]
+        assert db.probe("DNSStatusRequest", "udp").rarity == 4
+        assert db.match("DNSStatusRequest", b"q", "udp").service == "x"

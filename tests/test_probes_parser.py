@@ -215,8 +215,8 @@ MALFORMED = [
     (b"Probe TCP X q|\\xZZ|\n", 1, "bad \\x escape"),
     (b"Probe TCP X q|\\x4|\n", 1, "bad \\x escape"),
     (b"Probe TCP X q|\\1|\n", 1, "unsupported escape"),
-    (b"Probe TCP X q|a| junk\n", 1, "unexpected text after the probe string"),
-    (b"Probe TCP X q|a|\nProbe TCP X q|b|\n", 2, "duplicate probe TCP X (first on line 1)"),
+    (b"Probe TCP X q|a| junk\n", 1, "text after the probe string ignored"),
+    (b"Probe TCP X q|a|\nProbe TCP X q|b|\n", 2, "duplicate probe TCP X ignored (first on line 1)"),
     (HEAD + b"Exclude 80\n", 2, "Exclude must come before"),
     (b"Exclude 80\nExclude 81\n", 2, "only one Exclude"),
     (b"Exclude 80-x\n", 1, "Exclude:"),
@@ -357,3 +357,42 @@ def test_fast_check_finds_the_same_errors(content: bytes, line: int, fragment: s
     _, full = parse_bytes(content, "f", full=True)
     _, fast = parse_bytes(content, "f", full=False)
     assert [(e.line, e.message) for e in fast] == [(e.line, e.message) for e in full]
+
+
+# mistakes nmap 7.93 accepts silently (checked against nmap itself): warnings, not errors
+WARNINGS = [
+    b"Probe TCP X q|a| junk\n",
+    b"Probe TCP X q|a|\nProbe TCP X q|b|\n",
+    HEAD + b"ports 80\nports 81\n",
+    HEAD + b"rarity 1\nrarity 2\n",
+    HEAD + b"fallback Nope\n",
+    HEAD + b"match ssh m/abc/ p/x/ p/y/\n",
+    HEAD + b"match ssh m/abc/ p/x/q\n",
+    HEAD + b"match ssh m/abc/ cpe:/a:b:c/x\n",
+    HEAD + b"match ssh m/^(a)/ p/$2/\n",
+    HEAD + b"match ssh m/^(a)/ v/US$5.00/\n",
+]
+
+
+@pytest.mark.parametrize("content", WARNINGS)
+def test_warnings_do_not_stop_loading(tmp_path: Path, content: bytes) -> None:
+    _db, errors = parse_bytes(content, "w")
+    assert errors and all(e.kind == "warning" for e in errors), errors
+    assert all(": warning: " in str(e) for e in errors)
+    f = tmp_path / "w"
+    f.write_bytes(content)
+    parse_file_strict(f)  # does not raise
+
+
+def test_warned_directives_behave_like_nmap() -> None:
+    db, _ = parse_bytes(
+        HEAD
+        + b"rarity 1\nrarity 2\nfallback Nope,NULL\nmatch a m/^(x)/ p/one/ p/two/ v/$3/\n"
+        + b"Probe TCP NULL q|dup|\nmatch b m/^y/\n",
+        "w",
+    )
+    (null,) = db.probes  # the duplicate probe is ignored
+    assert null.payload == b"" and null.rarity == 2 and [m.service for m in null.matches] == ["a"]
+    assert null.matches[0].template.product == "two" and null.fallback == ("Nope", "NULL")
+    ident = db.match("NULL", b"x")
+    assert ident.product == "two" and ident.version is None  # $3 cannot be filled: left out

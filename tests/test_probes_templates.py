@@ -52,9 +52,10 @@ def test_impossible_substitution_raises(template: str) -> None:
         substitute(template, m(rb"(a)(b)(c)", b"abc"))
 
 
-def test_literal_dollars_stay() -> None:
-    mm = m(rb"(x)", b"x")
-    assert substitute("$ 5 cost $$ and $Id: $1", mm) == b"$ 5 cost $$ and $Id: x"
+@pytest.mark.parametrize("template", ["a$ 5", "b$$", "c$Id", "d$", "e$1$", "$P (1)", "$p(1)"])
+def test_stray_dollar_fails_the_field_like_nmap(template: str) -> None:
+    with pytest.raises(TemplateError):
+        substitute(template, m(rb"(x)", b"x"))
 
 
 def test_printable_only() -> None:

@@ -21,7 +21,9 @@ examples:
 
 FILE may be a path, "nmap" (nmap's installed file) or "bundled" (ours); default: the file
 a scan would use (nmap's if installed, else the bundled one).
-Exit status: 0 no error, 1 errors in the file (or failing examples), 2 usage error.
+Exit status: 0 no error (warnings allowed), 1 errors in the file (or failing examples),
+2 usage error. Warnings are mistakes nmap accepts silently (duplicate directives, a template
+that can never be filled, …): listed, they do not stop servprobe from loading the file.
 """
 
 
@@ -155,7 +157,9 @@ def check(args: argparse.Namespace) -> int:
     report["errors"] = [
         {"file": e.file, "line": e.line, "message": e.message, "kind": e.kind} for e in errors
     ]
-    status = 1 if errors else 0
+    real = [e for e in errors if not e.is_warning]
+    report["warning_count"] = len(errors) - len(real)
+    status = 1 if real else 0
     if args.examples:
         ex = _examples(db, args.examples)
         report["examples"] = ex
@@ -195,7 +199,8 @@ def check(args: argparse.Namespace) -> int:
                 f"  examples   {ex['examples']} checked, {len(ex['failing'])} failing, "
                 f"{len(ex['lines_without_examples'])} lines without an example"
             )
-    print(f"  errors     {len(errors)}" + ("" if not cached else "  (pattern checks from cache)"))
+    print(f"  warnings   {len(errors) - len(real)}  (mistakes nmap accepts; the file still loads)")
+    print(f"  errors     {len(real)}" + ("" if not cached else "  (pattern checks from cache)"))
     return status
 
 

@@ -24,7 +24,7 @@ from servprobe.probes.matcher import Matcher
 from servprobe.probes.model import ProbeDB
 from servprobe.probes.parser import ParseError, ProbeFileError, parse_bytes, read_file
 
-FORMAT_VERSION = 3  # bump when the checks change: cached verdicts are then recomputed
+FORMAT_VERSION = 4  # bump when the checks change: cached verdicts are then recomputed
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "servprobe-service-probes"
 NMAP_FILE = "nmap-service-probes"
 
@@ -89,7 +89,7 @@ def _check_key(sha256: str, full: bool) -> str:
     return f"check-{sha256}-regex{regex.__version__}-f{FORMAT_VERSION}-{mode}.json"
 
 
-def _cached_pattern_errors(sha256: str, full: bool) -> list[tuple[int, str]] | None:
+def _cached_pattern_errors(sha256: str, full: bool) -> list[tuple[int, str, str]] | None:
     d = cache_dir()
     if d is None:
         return None
@@ -97,13 +97,13 @@ def _cached_pattern_errors(sha256: str, full: bool) -> list[tuple[int, str]] | N
     for key in [_check_key(sha256, True)] + ([] if full else [_check_key(sha256, False)]):
         try:
             data = json.loads((d / key).read_text())
-            return [(int(line), str(msg)) for line, msg in data["pattern_errors"]]
+            return [(int(line), str(msg), str(kind)) for line, msg, kind in data["pattern_errors"]]
         except Exception:
             continue
     return None
 
 
-def _store_pattern_errors(sha256: str, full: bool, errors: list[tuple[int, str]]) -> None:
+def _store_pattern_errors(sha256: str, full: bool, errors: list[tuple[int, str, str]]) -> None:
     d = cache_dir()
     if d is None:
         return
@@ -136,8 +136,8 @@ def parse_checked(
     cached = _cached_pattern_errors(sha, full) if use_cache else None
     if cached is not None:
         db, errors = parse_bytes(data, path, validate=False)
-        bad_lines = {line for line, _ in cached}
-        errors += [ParseError(path, line, msg, "pattern") for line, msg in cached]
+        bad_lines = {line for line, _, kind in cached if kind == "pattern"}
+        errors += [ParseError(path, line, msg, kind) for line, msg, kind in cached]
         errors.sort(key=lambda e: e.line)
         for p in db.probes:  # lines whose pattern is bad are dropped, as a full parse does
             if any(m.source.line in bad_lines for m in p.matches):
@@ -147,9 +147,14 @@ def parse_checked(
         return db, errors, True
     db, errors = parse_bytes(data, path, validate=True, full=full)
     if use_cache:
-        _store_pattern_errors(
-            sha, full, [(e.line, e.message) for e in errors if e.kind == "pattern"]
-        )
+        # what validation found: pattern errors, and the template warnings it raises
+        found = [(e.line, e.message, e.kind) for e in errors if e.kind == "pattern"]
+        found += [
+            (e.line, e.message, e.kind)
+            for e in errors
+            if e.kind == "warning" and e.message.endswith("(the field will always be empty)")
+        ]
+        _store_pattern_errors(sha, full, sorted(found))
     return db, errors, False
 
 
@@ -179,12 +184,12 @@ def load_db(
     """Load a probe database: a PATH, "bundled", "nmap", or None (nmap's if installed, else ours).
 
     strict: raise ProbeFileError (every FILE:LINE error) when the file has errors; otherwise
-    keep what parsed. prefilter: None = use hyperscan when importable, True = require, False = off.
+    keep what parsed. Warnings (mistakes nmap accepts) never stop a load; see `db.errors`. prefilter: None = use hyperscan when importable, True = require, False = off.
     """
     file = resolve_path(path)
     data = read_file(file)
     db, errors, _ = parse_checked(data, str(file), use_cache=use_cache, full=False)
-    if errors and strict:
+    if strict and any(not e.is_warning for e in errors):
         raise ProbeFileError(errors)
     db.errors = errors
     db.matcher = Matcher(db, prefilter=make_prefilter(db, prefilter))

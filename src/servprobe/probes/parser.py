@@ -59,14 +59,22 @@ class ParseError:
     file: str
     line: int
     message: str
-    kind: str = "syntax"  # "pattern": the regex itself is unusable (compile / matches empty)
+    # "syntax"; "pattern": the regex itself is unusable (compile / matches empty);
+    # "warning": a mistake nmap 7.93 silently accepts (the file still loads, like in nmap)
+    kind: str = "syntax"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        label = "warning: " if self.kind == "warning" else ""
+        return f"{self.file}:{self.line}: {label}{self.message}"
+
+    @property
+    def is_warning(self) -> bool:
+        return self.kind == "warning"
 
 
 class ProbeFileError(ValueError):
-    """A probe file with errors (raised by the strict entry points); `.errors` lists them."""
+    """A probe file with errors (raised by the strict entry points); `.errors` lists them
+    (warnings included, for context)."""
 
     def __init__(self, errors: list[ParseError]) -> None:
         self.errors = errors
@@ -174,9 +182,13 @@ class _Parser:
         self.exclude_line = 0
         self.cur: _ProbeState | None = None
         self.states: list[_ProbeState] = []
+        self.lineno = 0
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(ParseError(self.path, line, message))
+
+    def warn(self, message: str) -> None:
+        self.errors.append(ParseError(self.path, self.lineno, message, "warning"))
 
     def run(self, data: bytes) -> None:
         for lineno, raw in enumerate(data.split(b"\n"), 1):
@@ -186,6 +198,7 @@ class _Parser:
             stripped = text.strip(" \t")
             if not stripped or stripped.startswith("#"):
                 continue
+            self.lineno = lineno
             try:
                 self.directive(stripped, lineno)
             except _LineError as exc:
@@ -208,9 +221,10 @@ class _Parser:
         if self.cur is None:
             raise _LineError(f"{keyword!r} before any Probe directive")
         if keyword in _SINGLE:
-            if keyword in self.cur.seen:
-                raise _LineError(
-                    f"duplicate {keyword!r} directive in this probe (first on line {self.cur.seen[keyword]})"
+            if keyword in self.cur.seen:  # nmap takes the last one
+                self.warn(
+                    f"duplicate {keyword!r} directive in this probe (first on line "
+                    f"{self.cur.seen[keyword]}); this one wins, as in nmap"
                 )
             self.cur.seen[keyword] = lineno
             if not rest:
@@ -254,13 +268,14 @@ class _Parser:
         no_payload = False
         if extra == ["no-payload"]:
             no_payload = True
-        elif extra:
-            raise _LineError(f"Probe: unexpected text after the probe string: {' '.join(extra)!r}")
+        elif extra:  # nmap ignores it
+            self.warn(f"Probe: text after the probe string ignored: {' '.join(extra)!r}")
         proto = "tcp" if proto_s == "TCP" else "udp"
         key = (proto, name)
-        if key in self.by_key:
+        if key in self.by_key:  # nmap matches with the first one; its lines are checked, not used
             first = self.by_key[key].source.line
-            raise _LineError(f"duplicate probe {proto_s} {name} (first on line {first})")
+            self.warn(f"duplicate probe {proto_s} {name} ignored (first on line {first})")
+            return
         probe = Probe(proto=proto, name=name, payload=payload, source=SourceRef(self.path, lineno))
         if no_payload:
             probe.no_payload = True
@@ -328,9 +343,10 @@ class _Parser:
                 continue
             for name in probe.fallback:
                 # nmap looks in the other protocol too: TCP DNSStatusRequestTCP falls back to
-                # the UDP DNSStatusRequest's lines
+                # the UDP DNSStatusRequest's lines; an unknown name is skipped, as by nmap
                 if ("tcp", name) not in self.by_key and ("udp", name) not in self.by_key:
-                    self.error(st.fallback_line, f"fallback: no probe named {name!r}")
+                    self.lineno = st.fallback_line
+                    self.warn(f"fallback: no probe named {name!r} (skipped)")
 
     # --- match / softmatch ---------------------------------------------------------------
     def directive_match(self, rest: str, lineno: int, *, soft: bool) -> None:
@@ -371,7 +387,10 @@ class _Parser:
                 is_template = problem.startswith(
                     tuple(f"{label} template" for label, _ in templates)
                 )
-                raise _LineError(problem if is_template else f"pattern: {problem}", "pattern")
+                if not is_template:
+                    raise _LineError(f"pattern: {problem}", "pattern")
+                # nmap leaves such a field out at match time; the line itself still works
+                self.warn(f"{problem} (the field will always be empty)")
         if self.cur is None or self.cur.probe is None:
             return
         probe = self.cur.probe
@@ -414,16 +433,16 @@ class _Parser:
             opts, pos = rest[pos:fend], fend
             if key == "cpe":
                 if set(opts) - {"a"}:
-                    raise _LineError(f"cpe: unknown option {opts!r} (only a exists)")
+                    self.warn(f"cpe: unknown option {opts!r} ignored (only a exists)")
                 if not value:
                     raise _LineError("cpe: empty value")
                 cpes.append("cpe:/" + value)  # nmap writes cpe:/… whatever the delimiter
                 continue
             if opts:
-                raise _LineError(f"{key}/ field: unexpected option {opts!r}")
+                self.warn(f"{key}/ field: unexpected option {opts!r} ignored")
             name = VERSION_KEYS[key]
             if name in fields:
-                raise _LineError(f"{kw}: duplicate {key}/ field")
+                self.warn(f"{kw}: duplicate {key}/ field; the last one wins, as in nmap")
             fields[name] = value
 
 
@@ -437,6 +456,7 @@ def parse_bytes(
     """
     parser = _Parser(path, validate, full)
     parser.run(data)
+    parser.errors.sort(key=lambda e: e.line)
     db = ProbeDB(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -468,6 +488,6 @@ def parse_file(
 def parse_file_strict(path: str | os.PathLike[str], *, validate: bool = True) -> ProbeDB:
     """Parse a probe file; raise ProbeFileError listing every error if there is any."""
     db, errors = parse_file(path, validate=validate)
-    if errors:
+    if any(not e.is_warning for e in errors):
         raise ProbeFileError(errors)
     return db

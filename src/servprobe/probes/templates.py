@@ -5,9 +5,9 @@ Substitutions (nmap's):
     $P(n)              only the printable bytes (0x20-0x7e) of group n
     $SUBST(n,"a","b")  group n with every "a" replaced by "b"
     $I(n,">"|"<")      group n (≤ 8 bytes) read as an unsigned big/little-endian integer
-A `$` not followed by a digit or a command name stays literal. A substitution nmap cannot do
-(group beyond the pattern's, $0, $I of more than 8 bytes, unknown command) makes that one
-field absent, as nmap drops a field whose template fails.
+A substitution nmap cannot do (group beyond the pattern's, $0, $I of more than 8 bytes,
+unknown command, a `$` starting none of these — even "$$" or "US$5") makes that one field
+absent, as nmap drops a field whose template fails.
 
 Field sizes, as nmap 7.93 behaves (observed): a field whose substituted value is longer than
 its buffer allows (product/version/hostname 80, info 256, ostype/devicetype 32, each minus 2:
@@ -168,8 +168,10 @@ def _tokens(template: str) -> tuple[Token, ...] | str:
                     _check_command(template[k:e], args)
                     out.append((template[k:e], args))
                     continue
-            out.append(b"$")  # a literal "$" (e.g. "$Id" in product text, or "$ 5")
-            i = k
+            # nmap 7.93 drops a field with any other "$" (observed: "$ 5", "$$", "$Id", "US$5")
+            raise TemplateError(
+                f"'$' at {template[j : j + 8]!r} is not $1-$9, $P(), $SUBST() or $I()"
+            )
     except TemplateError as exc:
         return str(exc)
     return tuple(out)
