@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-SERVPROBE = [sys.executable, "-m", "servprobe"]
+# --no-store: tests leave nothing in the user state dir (the store has its own tests)
+SERVPROBE = [sys.executable, "-m", "servprobe", "--no-store"]
 DTD = Path("/usr/share/nmap/nmap.dtd")
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 EVIL_BANNER = b'EVIL \x1b[31mred\x1b]0;pwned\x07 \x9b2J <&"x>\r\n'
@@ -495,3 +496,19 @@ def test_open_reason_and_nmap_habits(probes: Path) -> None:
     # --open: a host without open ports is not reported at all
     proc = run_cli("--no-sV", "-n", "--open", "-p", str(closed), "127.0.0.1")
     assert "scan report" not in proc.stdout and "(1 host up)" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("nmap") is None or shutil.which("ndiff") is None, reason="nmap/ndiff not installed")
+def test_ndiff_finds_no_difference_between_nmap_and_us(tmp_path: Path) -> None:
+    closed = free_port()
+    with servers(SSH_BANNER) as (ssh,):
+        ports = f"{ssh.port},{closed}"
+        theirs, ours = tmp_path / "nmap.xml", tmp_path / "servprobe.xml"
+        nm = subprocess.run(["nmap", "-sV", "-n", "-Pn", "-p", ports, "-oX", str(theirs), "127.0.0.1"],
+                            capture_output=True, text=True, timeout=120)
+        assert nm.returncode == 0, nm.stderr
+        sp = run_cli("--db", "nmap", "-n", "-Pn", "-p", ports, "-oX", str(ours), "127.0.0.1")
+        assert sp.returncode == 0, sp.stderr
+    diff = subprocess.run(["ndiff", str(theirs), str(ours)], capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stdout  # same hosts, ports, states, services, versions
+    assert "/tcp" not in diff.stdout
