@@ -15,7 +15,9 @@ octal-looking escapes), and so is a bad \\x escape.
 
 Unlike nmap, which stops at the first problem, the parser collects every error of a file
 (each FILE:LINE: message) and keeps going; it never raises on malformed input except through
-`parse_file_strict`. Pattern checks (compiles, cannot match the empty string) are done here
+`parse_file_strict`. Mistakes nmap 7.93 accepts silently (duplicate directives, text after a
+probe string, unknown fallbacks, templates that can never be filled) are warnings: the file
+loads and behaves as in nmap (checked against nmap itself). Pattern checks (compiles, cannot match the empty string) are done here
 too unless `validate=False` (the loader skips them for a file already validated, see cache).
 """
 
