@@ -130,9 +130,9 @@ class Matcher:
         self.prefilter = prefilter
         self.timeout = timeout
         self.timeouts = 0  # searches abandoned on the timeout (counted as no match)
-        self._chains: dict[tuple[str, str], tuple[Probe, ...]] = {}
+        self._chains: dict[Probe, tuple[Probe, ...]] = {}
         self._by_name = {(p.proto, p.name): p for p in db.probes}
-        self._indexes: dict[tuple[str, str], _ProbeIndex] = {}
+        self._indexes: dict[Probe, _ProbeIndex] = {}
 
     # --- compilation ---------------------------------------------------------------------
     def compiled(self, line: MatchLine) -> Any:
@@ -161,7 +161,7 @@ class Matcher:
     # --- matching ------------------------------------------------------------------------
     def chain(self, probe: Probe) -> tuple[Probe, ...]:
         """The probes whose lines a response to `probe` is tried against, in order."""
-        key = (probe.proto, probe.name)
+        key = probe  # Probe hashes by identity (eq=False): cheaper than a tuple
         got = self._chains.get(key)
         if got is None:
             seq: list[Probe] = [probe]
@@ -191,14 +191,14 @@ class Matcher:
             return None
 
     def _index(self, probe: Probe) -> _ProbeIndex:
-        key = (probe.proto, probe.name)
+        key = probe  # Probe hashes by identity (eq=False): cheaper than a tuple
         idx = self._indexes.get(key)
         if idx is None:
             idx = self._indexes[key] = _ProbeIndex(probe)
         return idx
 
     def _candidates(self, probe: Probe, data: bytes) -> Sequence[int]:
-        idx = self._indexes.get((probe.proto, probe.name)) or self._index(probe)  # sets .literal
+        idx = self._indexes.get(probe) or self._index(probe)  # sets .literal
         if self.prefilter is not None:
             cand: Sequence[int] | None = self.prefilter.candidates(probe, data)
             if cand is not None:

@@ -107,7 +107,7 @@ class HyperscanPrefilter:
             self.cache = cache_dir()
         else:
             self.cache = cache or None
-        self._filters: dict[tuple[str, str], _ProbeFilter] = {}
+        self._filters: dict[Probe, _ProbeFilter] = {}
         self._lock = threading.Lock()  # one hyperscan scratch: one scan at a time
         self._build_lock = threading.Lock()
         self.compile_seconds = 0.0
@@ -116,7 +116,7 @@ class HyperscanPrefilter:
         # None so the matcher uses its own index: same results, no multi-second stall
         self.background = background
         self._queue: queue.Queue[Probe] = queue.Queue()
-        self._scheduled: set[tuple[str, str]] = set()
+        self._scheduled: set[Probe] = set()
         self._worker: threading.Thread | None = None
 
     # --- building ------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class HyperscanPrefilter:
 
     def filter_for(self, probe: Probe, *, wait: bool | None = None) -> _ProbeFilter | None:
         """The probe's filter; None while a background build is under way (wait=False)."""
-        key = (probe.proto, probe.name)
+        key = probe  # Probe hashes by identity (eq=False): cheaper than a tuple
         f = self._filters.get(key)
         if f is not None:
             return f
@@ -191,7 +191,7 @@ class HyperscanPrefilter:
                 self._filters[key] = f
         return f
 
-    def _schedule(self, key: tuple[str, str], probe: Probe) -> None:
+    def _schedule(self, key: Probe, probe: Probe) -> None:
         if key in self._scheduled:
             return
         self._scheduled.add(key)
@@ -205,7 +205,7 @@ class HyperscanPrefilter:
     def _work(self) -> None:
         while True:
             probe = self._queue.get()
-            key = (probe.proto, probe.name)
+            key = probe  # Probe hashes by identity (eq=False): cheaper than a tuple
             if key not in self._filters:
                 try:
                     f = self._build(probe)
@@ -227,7 +227,7 @@ class HyperscanPrefilter:
     # --- scanning ------------------------------------------------------------------------
     def candidates(self, probe: Probe, data: bytes) -> list[int] | None:
         """Sorted indexes of the lines that may match; None: no filter yet (try them all)."""
-        f = self._filters.get((probe.proto, probe.name)) or self.filter_for(probe)
+        f = self._filters.get(probe) or self.filter_for(probe)
         if f is None:
             return None
         hits: list[int] = []
