@@ -9,6 +9,7 @@ text), so every line parses with any strict JSON parser.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -31,7 +32,29 @@ def _clean(value: Any) -> Any:
 
 
 def dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(_clean(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text.encode("utf-8")  # the common case: nothing to clean
+    except UnicodeEncodeError:
+        text = json.dumps(_clean(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+_FIELDS = [f.name for f in dataclasses.fields(ServiceResult)]
+
+
+def port_dict(r: ServiceResult) -> dict[str, Any]:
+    """ServiceResult as JSON-ready data (shallow: asdict's deep copies cost more than the scan
+    of a small host)."""
+    d: dict[str, Any] = {"type": "port"}
+    for name in _FIELDS:
+        d[name] = getattr(r, name)
+    d["cpes"] = list(r.cpes)
+    d["hostnames"] = list(r.hostnames)
+    d["rpc"] = dataclasses.asdict(r.rpc) if r.rpc is not None else None
+    d["display_service"] = r.display_service()
+    d["display_version"] = r.display_version()
+    return d
 
 
 class JsonLinesReporter:
@@ -65,10 +88,7 @@ class JsonLinesReporter:
         if result.key in self.seen:
             return
         self.seen.add(result.key)
-        d = result.to_dict()
-        d["type"] = "port"
-        d["display_version"] = result.display_version()
-        self._w(d)
+        self._w(port_dict(result))
 
     def host(self, host: HostResult) -> None:
         if host.status != "up" and self.verbose < 1:

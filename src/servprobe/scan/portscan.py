@@ -406,22 +406,55 @@ class PortScanner:
         if len(scanned) <= self.config.discovery_extra_max:
             ports += [p for p in scanned if p not in ports]
         started = time.monotonic()
+        pool = self.pool()
+        wake = asyncio.Event()
+        tries = dict.fromkeys(ports, self.config.retries)
+        retry: list[int] = []
+        found: list[tuple[bool, str, float | None]] = []
+        remaining = len(ports)
+        finished = False
 
-        async def one(port: int) -> tuple[str, str, float]:
-            state, reason = await self.tcp_port(address, port, family)
-            return state, reason, time.monotonic() - started
+        # callbacks on the shared pool, no task per probe: a /16 sweep is mostly this
+        def make_done(port: int) -> Callable[[tuple[str, str] | None], None]:
+            def done(result: tuple[str, str] | None) -> None:
+                nonlocal remaining
+                if finished:
+                    return
+                if result is None or (result[1] == "no-response" and tries[port] > 0):
+                    if result is not None:
+                        tries[port] -= 1
+                    retry.append(port)
+                elif result[0] in ("open", "closed") and result[1] != "self-connect":
+                    found.append((True, result[1], time.monotonic() - started))
+                else:
+                    remaining -= 1
+                wake.set()
 
-        tasks = [asyncio.create_task(one(p)) for p in ports]
+            return done
+
+        async def launch(todo: list[int]) -> None:
+            for port in todo:
+                while len(pool) >= pool.limit:
+                    await pool.changed()
+                if found or finished:
+                    return
+                pool.start(address, port, family, make_done(port))
+
         try:
-            for fut in asyncio.as_completed(tasks):
-                state, reason, rtt = await fut
-                if state in ("open", "closed") and reason != "self-connect":
-                    return True, reason, rtt
-            return False, "no-response", None
+            await launch(ports)
+            while True:
+                if found:
+                    return found[0]
+                if remaining <= 0:
+                    return (False, "no-response", None)
+                if retry:
+                    todo, retry[:] = list(retry), []
+                    await launch(todo)
+                    continue
+                wake.clear()
+                await wake.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            finished = True  # answers still in flight are ignored
 
     async def scan_host(
         self,
