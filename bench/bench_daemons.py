@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import daemons  # tests/daemons.py: the daemon set
 import servprobe
 from servprobe.engine.options import EngineOptions, ServiceTarget
-from servprobe.net.driver import scan_services
 from servprobe.probes.model import ProbeDB
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
@@ -36,7 +35,7 @@ Answer = tuple[str | None, str | None, str | None, str | None, str | None]
 def run_servprobe(db: ProbeDB, targets: list[ServiceTarget],
                   intensity: int) -> tuple[float, dict[tuple[str, int], Answer]]:
     t0 = time.monotonic()
-    results = scan_services(db, targets, EngineOptions(intensity=intensity))
+    results = daemons.servprobe_scan(db, targets, EngineOptions(intensity=intensity), 900.0)
     wall = time.monotonic() - t0
     answers = {}
     for r in results:

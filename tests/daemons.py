@@ -16,6 +16,7 @@ Run `python tests/daemons.py` to start everything and print the endpoints until 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds; generous because CI shares 2 cores with everything else
@@ -714,6 +715,45 @@ def expected_identity(daemon: Daemon, endpoint: Endpoint, *, own_probe: bool = F
     if name == "postgresql":
         return Expected("postgresql", "PostgreSQL DB", "9.6.0", version_or_later=True)
     raise KeyError(f"no expectation for {name}")
+
+
+# ---------------------------------------------------------------- scanning them
+
+
+class ScanTimeout(AssertionError):
+    """servprobe did not finish within the deadline (a hang is a failure, never a wait)."""
+
+
+def servprobe_scan(db: Any, targets: list[Any], options: Any, deadline: float = 300.0) -> list[Any]:
+    """Run servprobe.net.driver.run_service_scan with a hard deadline; results in target order.
+
+    On timeout, raises ScanTimeout naming the targets still unfinished (their results so far
+    are in the exception's `partial` attribute).
+    """
+    from servprobe.net.driver import new_event_loop, run_service_scan
+
+    found: dict[tuple[str, str, int], Any] = {}
+
+    def keep(r: Any) -> None:
+        found[r.key] = r
+
+    async def bounded() -> None:
+        await asyncio.wait_for(run_service_scan(db, targets, options, keep), deadline)
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(bounded())
+    except TimeoutError:
+        missing = [f"{t.address}:{t.port}/{t.proto}" for t in targets
+                   if (t.address, t.proto, t.port) not in found]
+        err = ScanTimeout(f"servprobe scan still running after {deadline:.0f} s; "
+                          f"unfinished: {', '.join(missing)}")
+        err.partial = list(found.values())  # type: ignore[attr-defined]
+        raise err from None
+    finally:
+        loop.close()
+    return [found[(t.address, t.proto, t.port)] for t in targets
+            if (t.address, t.proto, t.port) in found]
 
 
 # ---------------------------------------------------------------- the whole set

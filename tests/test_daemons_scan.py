@@ -16,13 +16,13 @@ import pytest
 import daemons
 import servprobe
 from servprobe.engine.options import EngineOptions, ServiceTarget
-from servprobe.net.driver import scan_services
 from servprobe.probes.model import ProbeDB
 from servprobe.result import ServiceResult
 
 pytestmark = pytest.mark.daemon
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
+SCAN_DEADLINE = 300.0  # seconds; a scan takes ~10-70 s here, nmap ~30 s for the same set
 ENDPOINTS = ["sshd", "nginx-http", "nginx-https", "vsftpd", "postfix", "redis", "memcached",
              "memcached-udp", "dnsmasq", "dnsmasq-udp", "postgresql", "stunnel-ssh",
              "stunnel-redis"]
@@ -45,7 +45,7 @@ def scan_all(db: ProbeDB, running: dict[str, daemons.Daemon],
              options: EngineOptions) -> dict[str, ServiceResult]:
     pairs = daemons.endpoints(running)
     targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
-    results = {r.key: r for r in scan_services(db, targets, options)}
+    results = {r.key: r for r in daemons.servprobe_scan(db, targets, options, SCAN_DEADLINE)}
     return {e.name: results[(d.host, e.proto, e.port)] for d, e in pairs
             if (d.host, e.proto, e.port) in results}
 
