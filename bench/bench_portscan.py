@@ -8,7 +8,8 @@ Figures printed:
      and the same through the CLI (`servprobe --no-sV -n -Pn -p- 127.0.0.1`, process start
      and output included);
   2. `nmap -sT -p- -n -Pn 127.0.0.1` wall time and ports/s, and the ratio;
-  3. memory for a /16 target list: tracemalloc peak while generating all 65,536 addresses
+  3. a sweep of 127.0.0.0/16 on port 80 with host discovery (many hosts, one port), both tools;
+  4. memory for a /16 target list: tracemalloc peak while generating all 65,536 addresses
      lazily (servprobe.scan.targets) against a materialised list of the same addresses for
      scale, and this process's peak RSS. (nmap has no comparable figure; none is shown.)
 Loopback only: nothing here sends a packet anywhere else.
@@ -116,6 +117,21 @@ def main() -> int:
         print(f"  ratio nmap/servprobe: scanner {nbest / best[0]:.2f}x, CLI {nbest / cli:.2f}x (>1 = servprobe faster)")
     else:
         print("  nmap not installed: no comparison")
+
+    print("sweep: 127.0.0.0/16 (65,536 loopback addresses), TCP port 80, discovery on, one round")
+    sweep = ["--no-sV", "--no-store", "--no-progress", "-n", f"-T{args.timing}", "-p", "80", "-oX", os.devnull, "127.0.0.0/16"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "servprobe", *sweep], check=True, stdout=subprocess.DEVNULL, env=env)
+    ours = time.perf_counter() - t
+    print(f"  servprobe (CLI):           {ours:6.2f} s  {65536 / ours:9,.0f} hosts/s")
+    if shutil.which("nmap"):
+        t = time.perf_counter()
+        subprocess.run(["nmap", "-sT", "-n", f"-T{args.timing}", "-p", "80", "-oX", os.devnull, "127.0.0.0/16"],
+                       check=True, stdout=subprocess.DEVNULL)
+        theirs = time.perf_counter() - t
+        print(f"  nmap -sT:                  {theirs:6.2f} s  {65536 / theirs:9,.0f} hosts/s")
+        print(f"  ratio nmap/servprobe: {theirs / ours:.2f}x (>1 = servprobe faster)")
 
     n, lazy_peak, list_peak, lazy_s = target_memory()
     print(f"/16 target list ({n:,} addresses)")

@@ -26,14 +26,16 @@ from servprobe.scan.ports import compress
 _ENT = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 
 
+_ATTR_TABLE = str.maketrans(_ENT)
+_TEXT_TABLE = str.maketrans({c: _ENT[c] for c in "&<>"})
+
+
 def attr(value: object) -> str:
-    text = xml_safe(str(value))
-    return "".join(_ENT.get(c, c) for c in text)
+    return xml_safe(str(value)).translate(_ATTR_TABLE)
 
 
 def text_node(value: object) -> str:
-    text = xml_safe(str(value))
-    return "".join(_ENT.get(c, c) if c in "&<>" else c for c in text)
+    return xml_safe(str(value)).translate(_TEXT_TABLE)
 
 
 def attrs(pairs: list[tuple[str, object]]) -> str:

@@ -503,5 +503,8 @@ class PortScanner:
             )
         if ports.get("udp"):
             jobs.append(udp())
-        await asyncio.gather(*jobs)
+        if len(jobs) == 1:
+            await jobs[0]  # no gather: a task per host less in a sweep
+        else:
+            await asyncio.gather(*jobs)
         return hp
