@@ -131,6 +131,9 @@ class ScanRunner:
             await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
+            if self._stop.is_set():
+                # the scanner's abort may have ended `main` already: still an interrupted run
+                self.run.interrupted = True
             if not main.done():
                 self.run.interrupted = True
                 main.cancel()
