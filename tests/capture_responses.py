@@ -11,6 +11,7 @@ service's answer holds its banner followed by its reply. Reading stops at 4096 b
 limit), on close, or after a quiet gap once data has arrived.
 
 Usage: python tests/capture_responses.py [--out DIR] [--only NAME,...] [--wait SECONDS]
+       [--nmap-outputs]
 (root: the daemons run from Debian's packages; see tests/daemons.py).
 """
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import shutil
 import ssl
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -205,6 +207,23 @@ async def capture_all(running: dict[str, daemons.Daemon], probes: list[ProbeSpec
     return list(await asyncio.gather(*(one(*j) for j in jobs)))
 
 
+def save_nmap_outputs(running: dict[str, daemons.Daemon], out: Path) -> None:
+    """nmap's own normal, XML and grepable output for the TCP ports: a reporters' reference."""
+    nmap = shutil.which("nmap")
+    if not nmap:
+        print("nmap not installed: no nmap outputs saved", file=sys.stderr)
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pairs = [(d, e) for d, e in daemons.endpoints(running) if e.proto == "tcp"]
+    ports = ",".join(str(e.port) for _d, e in pairs)
+    argv = [nmap, "-sV", "-sT", "-Pn", "-n", "-p", ports, "127.0.0.1", "-oA", str(out / "daemons")]
+    subprocess.run(argv, check=True, capture_output=True)
+    (out / "ports.json").write_text(json.dumps(
+        {"command": " ".join(["nmap", *argv[1:-1], "daemons"]),
+         "ports": {e.name: e.port for _d, e in pairs}}, indent=1) + "\n")
+
+
 def write_sources(out: Path, index: dict) -> None:
     lines = [
         "# Captured daemon responses",
@@ -219,6 +238,8 @@ def write_sources(out: Path, index: dict) -> None:
         "connection, sent at once, as nmap does: a banner service's answer starts with its",
         "banner. Reads stop at 4096 bytes, on close, or 0.4 s after the last data.",
         "`index.json` lists every exchange, including the unanswered ones.",
+        "`nmap-outputs/` (with --nmap-outputs): nmap's own -oN/-oX/-oG of the TCP endpoints,",
+        "ports by endpoint in `nmap-outputs/ports.json` (a reference for reporters).",
         "",
         "| endpoint | daemon (Debian package version) | port/proto | answered probes |",
         "|---|---|---|---|",
@@ -241,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=2.5, help="max seconds per exchange")
     ap.add_argument("--parallel", type=int, default=32)
     ap.add_argument("--db", type=Path, default=NMAP_DB)
+    ap.add_argument("--nmap-outputs", action="store_true",
+                    help="also save `nmap -sV -oA` of the TCP ports in OUT/nmap-outputs/")
     args = ap.parse_args(argv)
     if not args.db.exists():
         print(f"error: {args.db} not found (install nmap-common)", file=sys.stderr)
@@ -255,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out / ep.name, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         captures = asyncio.run(capture_all(running, probes, out, args.wait, args.parallel))
+        if args.nmap_outputs:
+            save_nmap_outputs(running, out / "nmap-outputs")
         index_eps = {
             ep.name: {"daemon": dmn.name, "package": dmn.package, "version": dmn.version,
                       "port": ep.port, "proto": ep.proto, "tls": ep.tls, "wraps": ep.wraps}
