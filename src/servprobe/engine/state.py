@@ -77,7 +77,7 @@ Speculation on TCP starts options.speculation_delay (0.2 s) after NULL connects,
 banner-first services answer NULL within milliseconds and need no extra connections (a burst
 of them would even make sshd drop connections, MaxStartups). Attempts are launched in order
 (port-listed probes first), skipping probes a softmatch already excludes, with a slow start:
-4 at first; after another speculation_delay, 8 if some attempt got an answer (request-first
+4 at first; after another speculation_delay, still 4 if some attempt got an answer (request-first
 services are usually settled by the first few steps) or all of probe_parallelism if none did
 (a silent port, where parallel waits are the whole point).
 
@@ -103,6 +103,8 @@ from servprobe.result import ServiceResult
 from servprobe.scan.services import service_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from servprobe.engine.options import EngineOptions, ServiceTarget
     from servprobe.engine.plan import Planner
     from servprobe.probes.model import Identification, Probe, ProbeDB
@@ -116,8 +118,9 @@ MAX_TLS_LEVEL = 1  # 0: modern client defaults; 1: everything OpenSSL still acce
 MATCH_INTERVAL = 0.05
 # Speculation's slow start: a few attempts first; all of probe_parallelism only if none of
 # them answered within speculation_delay (a silent port), a middle window if some did.
+TIMER_SLACK = 0.001
 SPEC_FIRST_WINDOW = 4
-SPEC_ANSWERING_WINDOW = 8
+SPEC_ANSWERING_WINDOW = 4
 
 
 # ---------------------------------------------------------------- events ---------------------
@@ -201,14 +204,30 @@ Action = Connect | Send | Close | Wait | Report | Note
 
 
 class ConnBudget:
-    """Counts speculative connections; shared by the machines of one host, chained to a global one."""
+    """Counts speculative connections; shared by the machines of one host, chained to a global one.
 
-    __slots__ = ("limit", "parent", "used")
+    A machine refused a connection leaves a waker (a callable its driver provides); a release
+    calls the oldest waker so that machine gets to try again without waiting for its own
+    next deadline.
+    """
+
+    __slots__ = ("limit", "parent", "used", "waiting")
 
     def __init__(self, limit: int | None, parent: ConnBudget | None = None) -> None:
         self.limit = limit
         self.parent = parent
         self.used = 0
+        self.waiting: dict[int, Callable[[], None]] = {}  # insertion-ordered, one per machine
+
+    def wait(self, key: int, waker: Callable[[], None]) -> None:
+        self.waiting.setdefault(key, waker)
+        if self.parent is not None:
+            self.parent.wait(key, waker)
+
+    def _wake(self) -> None:
+        if self.waiting:
+            key = next(iter(self.waiting))
+            self.waiting.pop(key)()
 
     def try_acquire(self) -> bool:
         if self.limit is not None and self.used >= self.limit:
@@ -222,6 +241,7 @@ class ConnBudget:
         self.used -= 1
         if self.parent is not None:
             self.parent.release()
+        self._wake()
 
 
 # ---------------------------------------------------------------- internals ------------------
@@ -280,6 +300,7 @@ class ServiceMachine:
         self.grace = float(getattr(options, "speculation_grace", 0.5))
         self.spec_delay = float(getattr(options, "speculation_delay", 0.2))
         self.finished = False
+        self.waker: Callable[[], None] | None = None  # set by a driver: poke me (budget freed)
         self.matches = 0  # matcher calls, for tests and benchmarks
         self.result: ServiceResult | None = None
         self._next_conn = 1
@@ -309,7 +330,10 @@ class ServiceMachine:
         if self.finished:
             return []
         if isinstance(event, Timeout):
-            self._on_timeout(now)
+            # timers may fire a little early (event loops round to their clock resolution):
+            # count deadlines within a millisecond as reached, and always re-arm afterwards
+            self._last_deadline = -1.0
+            self._on_timeout(now + TIMER_SLACK)
         else:
             att = self._attempts.get(event.conn)
             if att is None or att.done:
@@ -532,7 +556,7 @@ class ServiceMachine:
         if self._spec_t0 is None:
             return min(full, SPEC_FIRST_WINDOW)
         grow_at = self._spec_t0 + self.spec_delay
-        if now < grow_at:
+        if now + TIMER_SLACK < grow_at:
             self._spec_wake = grow_at
             return min(full, SPEC_FIRST_WINDOW)
         if self._evidence is not None:
@@ -542,19 +566,19 @@ class ServiceMachine:
     def _speculate(self, now: float) -> None:
         self._spec_wake = None
         start = self._spec_start_at()
-        if start is not None and now < start:
+        if start is not None and now + TIMER_SLACK < start:
             if start != float("inf"):
                 self._spec_wake = start
             return
-        inflight = sum(
-            1 for a in self._attempts.values() if a.budgeted and not a.done
-        )
+        # the window bounds how far ahead of the walk attempts are started (finished ones
+        # count too, or a fast-answering service would get every probe at once)
+        ahead = sum(1 for k in self._fresh_started if k >= self.cursor)
         limit = self._window(now)
         if self._spec_t0 is None:
             self._spec_t0 = now
         soft = self.soft.service if self.soft else None
         for k in range(self.cursor, len(self.order)):
-            if inflight >= limit:
+            if ahead >= limit:
                 return
             probe = self.order[k]
             if probe.is_null or k in self._fresh_started:
@@ -562,11 +586,13 @@ class ServiceMachine:
             if not self.planner.allowed(probe, soft, self.opts.intensity):
                 continue
             if self.budget is not None and not self.budget.try_acquire():
+                if self.waker is not None:
+                    self.budget.wait(id(self), self.waker)
                 return
             self._fresh_started.add(k)
             att = self._connect(k, probe, "fresh", now)
             att.budgeted = True
-            inflight += 1
+            ahead += 1
 
     def _connect(self, k: int, probe: Probe, kind: Kind, now: float) -> Attempt:
         conn = self._next_conn
@@ -774,7 +800,7 @@ class ServiceMachine:
 
     def _silence_rule(self, now: float) -> bool:
         when = self._silence_check_at()
-        return when is not None and now >= when
+        return when is not None and now + TIMER_SLACK >= when
 
     # ------------------------------------------------------------ matching & results ---------
 

@@ -185,7 +185,8 @@ class _Runner:
             if isinstance(a, Send):
                 proto = self.conns.get(a.conn)
                 if proto is not None and proto.transport is not None and not proto.gone:
-                    self._log(f"conn {a.conn} SEND {a.probe} {len(a.data)} bytes: {describe(a.data)}")
+                    if self.tracer is not None:
+                        self._log(f"conn {a.conn} SEND {a.probe} {len(a.data)} bytes: {describe(a.data)}")
                     try:
                         if isinstance(proto, UdpProtocol):
                             proto.transport.sendto(a.data)
@@ -195,8 +196,9 @@ class _Runner:
                         self._log(f"conn {a.conn} SEND failed: {exc}")
             elif isinstance(a, Connect):
                 self.tls[a.conn] = a.tls_level is not None
-                mode = f"TLS level {a.tls_level}" if a.tls_level is not None else a.proto.upper()
-                self._log(f"conn {a.conn} {mode} connection requested (timeout {a.timeout:.1f}s)")
+                if self.tracer is not None:
+                    mode = f"TLS level {a.tls_level}" if a.tls_level is not None else a.proto.upper()
+                    self._log(f"conn {a.conn} {mode} connection requested (timeout {a.timeout:.1f}s)")
                 self.connecting[a.conn] = self.loop.create_task(self._connect(a))
             elif isinstance(a, Close):
                 self._close(a.conn)
@@ -210,6 +212,11 @@ class _Runner:
                 self._log(a.text)
             elif isinstance(a, Report):
                 self._finish(a.result)
+
+    def wake(self) -> None:
+        """A connection budget freed up: let the machine try to speculate again (soon)."""
+        if not self.done.done():
+            self.loop.call_soon(self.feed, Timeout())
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -365,6 +372,7 @@ async def run_service_scan(
                 host.deadline = now + options.host_timeout
         machine = ServiceMachine(target, db, planner, options, host.budget)
         runner = _Runner(machine, target, tracer, host.deadline)
+        machine.waker = runner.wake
         try:
             if host.deadline is not None and now >= host.deadline:
                 runner._do(machine.abort(now, "host timeout"))
