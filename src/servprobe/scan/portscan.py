@@ -339,7 +339,9 @@ class PortScanner:
 
         launched = 0
         while outstanding:
-            while (retry or queue) and len(pool) < pool.limit and not short:
+            if self.aborted:
+                raise asyncio.CancelledError
+            while (retry or queue) and len(pool) < pool.limit and not short and not self.aborted:
                 port = retry.popleft() if retry else queue.popleft()
                 pool.start(address, port, family, make_done(port))
                 launched += 1
