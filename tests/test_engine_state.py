@@ -481,3 +481,10 @@ def test_speculative_responses_are_matched_only_when_needed():
     assert run.result.service == "norarity"
     steps_walked = 1 + 5  # NULL is silent; GenericLines GetRequest Help SSLSessionReq NoRarity
     assert m.matches <= steps_walked
+
+
+def test_timer_firing_early_does_not_stall():
+    # event loops may run a timer up to their clock resolution early; the machine must re-arm
+    m = machine(1234, sequential=False, probe_parallelism=8)
+    run = simulate(m, ServerModel(), early=0.0005)
+    assert run.result.method == "table" and run.elapsed < 12.5

@@ -1,0 +1,51 @@
+"""The SF- fingerprint writer: nmap's escaping and wrapping, and round trip through the reader."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servprobe.engine.fingerprint import MAX_RESPONSE, build_fingerprint, escape_response
+from servprobe.probes.fpreader import read_fingerprints
+
+
+def test_escaping_rules():
+    assert escape_response(b"abcXYZ019") == "abcXYZ019"
+    assert escape_response(b"\x00a") == "\\0a"
+    assert escape_response(b"\x001") == "\\x001"  # NUL before a digit: not an octal escape
+    assert escape_response(b'\\?"[]().*+$^|') == '\\\\\\?\\"\\[\\]\\(\\)\\.\\*\\+\\$\\^\\|'
+    assert escape_response(b"%;,:=-_/@#&!~`'<>{}") == "%;,:=-_/@#&!~`'<>{}"
+    assert escape_response(b"\r\n\t ") == "\\r\\n\\t\\x20"
+    assert escape_response(b"\x7f\x80\xff") == "\\x7f\\x80\\xff"
+
+
+def test_header_and_wrapping():
+    fp = build_fingerprint(8000, "tcp", 7, [("NULL", b"x" * 300)], now=0, platform="x86_64-pc-linux-gnu")
+    assert fp is not None and fp.endswith('");')
+    lines = fp.split("\n")
+    assert lines[0].startswith("SF-Port8000-TCP:V=") and "%I=7%D=1/1%Time=0%P=x86_64-pc-linux-gnu" in lines[0]
+    assert all(len(line) == 74 for line in lines[:-1])
+    assert all(line.startswith("SF:") for line in lines[1:])
+    assert "%T=SSL" in build_fingerprint(443, "tcp", 7, [("NULL", b"a")], tls=True)
+
+
+def test_limits():
+    fp = build_fingerprint(1, "udp", 7, [("P", b"a" * 5000)])
+    flat = fp.replace("\nSF:", "")
+    assert "%r(P,1388," in flat and flat.count("a") >= MAX_RESPONSE
+    assert len(flat.split('"')[1]) == MAX_RESPONSE
+    many = build_fingerprint(1, "tcp", 7, [(f"P{i}", b"\xff" * 200) for i in range(20)])
+    assert 2200 < len(many.replace("\nSF:", "")) < 2200 + 5 * 200 + 100  # stops growing past 2200
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["NULL", "GetRequest", "DNSVersionBindReqTCP"]), st.binary(min_size=1, max_size=1200)), min_size=1, max_size=4))
+def test_round_trip_through_reader(responses):
+    fp = build_fingerprint(31337, "tcp", 7, responses)
+    (parsed,) = read_fingerprints(fp)
+    assert parsed.port == 31337 and parsed.proto == "tcp"
+    assert parsed.fields["I"] == "7"
+    for got, (name, data) in zip(parsed.responses, responses, strict=False):
+        assert got.probe == name
+        assert got.length == len(data)
+        assert got.data == data[:MAX_RESPONSE]
