@@ -38,6 +38,22 @@ The NULL cheat: when NULL ends by timeout (or by the read cap) without a hard ma
 step that may run is the *cheat step*: its probe is sent on the NULL connection and its
 response is the NULL data plus what follows. Every other step opens a new connection.
 
+Fidelity notes (checked against nmap 7.93's behaviour and source)
+------------------------------------------------------------------
+* A probe without a `rarity` line counts as rarity 5 (nmap's default), not as always eligible.
+* The softmatch filter applies to port-listed and rarity-selected probes alike, except at
+  intensity 9 (the documented rule; nmap's source filters only the rarity-selected ones).
+* NULL closed or reset with zero bytes before tcpwrappedms -> tcpwrapped; nmap's source also
+  calls a reset after some bytes tcpwrapped, we treat that as an ordinary end of response.
+* A connect failure ends the service unidentified (nmap: "incomplete"), with the softmatched
+  name if there was one, method table.
+* When NULL ends by EOF (not timeout) the next probe opens a new connection and NULL's data is
+  dropped, as in nmap.
+* Fingerprints: a response is added when its step ends without a hard match (timeout, EOF,
+  read cap); tested byte for byte against nmap -sV in tests/test_net_nmap_fingerprint.py.
+* UDP: every probe gets its own socket (nmap reuses one); a late answer to probe k is thus
+  never credited to probe k+1.
+
 Speculation (issue 6)
 ---------------------
 With options.sequential the machine runs exactly one step at a time, as above. Otherwise it
