@@ -488,3 +488,41 @@ def test_timer_firing_early_does_not_stall():
     m = machine(1234, sequential=False, probe_parallelism=8)
     run = simulate(m, ServerModel(), early=0.0005)
     assert run.result.method == "table" and run.elapsed < 12.5
+
+
+def test_refused_speculative_connections_fall_back_to_order():
+    class Limited(ServerModel):
+        """Refuses every connection beyond the first two (a connection-rate limit)."""
+
+        def __init__(self):
+            self.inner = Banner(b"", answers={b"GET": b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n"})
+
+        def on_connect(self, conn, tls):
+            return self.inner.on_connect(conn, tls)
+
+        def on_data(self, conn, payload, since, tls):
+            return self.inner.on_data(conn, payload, since, tls)
+
+    srv = Limited()
+    m = machine(80, sequential=False, probe_parallelism=8)
+    real = m.handle
+    from servprobe.engine.state import Connect as C
+    from servprobe.engine.state import ConnectFailed
+
+    refused: set[int] = set()
+
+    def handle(ev, now):
+        acts = real(ev, now)
+        out = []
+        for a in acts:
+            if isinstance(a, C) and a.conn > 2:
+                refused.add(a.conn)
+                out.extend(real(ConnectFailed(a.conn, "refused"), now))
+            else:
+                out.append(a)
+        return out
+
+    m.handle = handle  # type: ignore[method-assign]
+    run = simulate(m, srv)
+    assert refused  # speculation was tried and refused
+    assert run.result.service == "http" and run.result.product == "nginx"

@@ -720,6 +720,14 @@ class ServiceMachine:
 
     def _on_connect_failed(self, att: Attempt, now: float) -> None:
         self._note(f"connect failed for {self._where()} (conn {att.conn})")
+        if att.kind == "fresh" and att.budgeted and att.step != self.cursor:
+            # A refused speculative connection says more about bursts (listen backlog,
+            # connection-rate limits) than about the service: forget the attempt, stop
+            # speculating on this service and let the step run in order later.
+            self._close(att)
+            self._fresh_started.discard(att.step)
+            self.speculate = False
+            return
         self._end(att, Outcome(None, b"", "connfail"), now, closed=True)
 
     def _on_tls_failed(self, att: Attempt, error: str, now: float) -> None:
