@@ -73,7 +73,7 @@ def escape_response(data: bytes) -> str:
 class FingerprintBuilder:
     """Accumulates responses of one service into an SF- fingerprint, wrapped as nmap does."""
 
-    __slots__ = ("_chars", "intensity", "now", "platform", "port", "proto", "tls")
+    __slots__ = ("_len", "_parts", "intensity", "now", "platform", "port", "proto", "tls")
 
     def __init__(
         self,
@@ -90,22 +90,31 @@ class FingerprintBuilder:
         self.tls = tls
         self.now = now
         self.platform = platform
-        self._chars: list[str] = []  # already-wrapped text
+        self._parts: list[str] = []  # already-wrapped text, in chunks
+        self._len = 0
 
     def __len__(self) -> int:
-        return len(self._chars)
+        return self._len
 
     def _add(self, text: str) -> None:
-        chars = self._chars
-        for c in text:
-            if len(chars) % (WRAP + 1) == WRAP:
-                chars.extend("\nSF:")
-            chars.append(c)
+        # nmap's rule, per character: when the length so far is 74 modulo 75, first add
+        # "\nSF:"; done here a line's worth at a time
+        while text:
+            col = self._len % (WRAP + 1)
+            if col == WRAP:
+                self._parts.append("\nSF:")
+                self._len += 4
+                col = self._len % (WRAP + 1)
+            room = WRAP - col
+            chunk = text[:room]
+            self._parts.append(chunk)
+            self._len += len(chunk)
+            text = text[room:]
 
     def add(self, probe_name: str, data: bytes) -> None:
-        if not data or len(self._chars) > MAX_LENGTH:
+        if not data or self._len > MAX_LENGTH:
             return
-        if not self._chars:
+        if not self._parts:
             when = time.time() if self.now is None else self.now
             tm = time.localtime(when)
             head = (
@@ -120,9 +129,9 @@ class FingerprintBuilder:
         self._add('")')
 
     def text(self) -> str | None:
-        if not self._chars:
+        if not self._parts:
             return None
-        return "".join(self._chars) + ";"
+        return "".join(self._parts) + ";"
 
 
 def build_fingerprint(

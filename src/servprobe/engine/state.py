@@ -312,7 +312,11 @@ class ServiceMachine:
         self.opts = options
         self.budget = budget
         self.proto = target.proto
-        self.speculate = not options.sequential and options.probe_parallelism > 0
+        self.speculate = (
+            not options.sequential
+            and options.probe_parallelism > 0
+            and (budget is None or budget.limit is None or budget.limit > 0)
+        )
         self.grace = float(getattr(options, "speculation_grace", 0.5))
         self.spec_delay = float(getattr(options, "speculation_delay", 0.2))
         self.finished = False
