@@ -710,6 +710,9 @@ class ServiceMachine:
                 if self._rematch(att, now):
                     continue
             if att.deadline is not None and att.deadline <= now:
+                self._note(
+                    f"conn {att.conn} probe {att.probe.name}: READ TIMEOUT with {len(att.buf)} bytes"
+                )
                 self._end(att, Outcome(att.soft, bytes(att.buf), "timeout"), now)
 
     def _on_closed(self, att: Attempt, now: float) -> None:
