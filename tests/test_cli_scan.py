@@ -512,3 +512,34 @@ def test_ndiff_finds_no_difference_between_nmap_and_us(tmp_path: Path) -> None:
     diff = subprocess.run(["ndiff", str(theirs), str(ours)], capture_output=True, text=True)
     assert diff.returncode == 0, diff.stdout  # same hosts, ports, states, services, versions
     assert "/tcp" not in diff.stdout
+
+
+def test_ipv6_scan(tmp_path: Path, probes: Path) -> None:
+    srv = socket.socket(socket.AF_INET6)
+    try:
+        srv.bind(("::1", 0))
+    except OSError:
+        srv.close()
+        pytest.skip("no IPv6 loopback in this environment")
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = srv.accept()
+                conn.sendall(SSH_BANNER)
+                threading.Timer(2, conn.close).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        xml = tmp_path / "v6.xml"
+        proc = run_cli("--db", str(probes), "-6", "-n", "-p", str(port), "-oX", str(xml), "::1")
+    finally:
+        with contextlib.suppress(OSError):
+            srv.shutdown(socket.SHUT_RDWR)
+        srv.close()
+    assert proc.returncode == 0, proc.stderr
+    assert f"{port}/tcp open  ssh     OpenSSH 9.2p1 Debian 2 (protocol 2.0)" in proc.stdout
+    xml_valid(xml)
+    assert ET.parse(xml).getroot().find("host/address").attrib == {"addr": "::1", "addrtype": "ipv6"}
