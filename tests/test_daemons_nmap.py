@@ -1,15 +1,10 @@
 """servprobe and `nmap -sV` side by side on the same real daemons: the answers must agree.
 
-One nmap run (`nmap -sV -sT -Pn -n -p PORTS 127.0.0.1 -oX -`, nmap's own database) over every TCP
-endpoint of tests/daemons.py, while servprobe scans the same ports with the same database and
-default options. Per port, service, product, version, extrainfo and tunnel must be identical;
-a separate test compares hostname, ostype and CPEs.
-
-UDP is left out on purpose: on dnsmasq's UDP port nmap 7.93 says "unknown", its fingerprint
-showing the replies to RPCCheck, DNSVersionBindReq and DNSStatusRequest run together as the
-answer to DNSStatusRequest (the version.bind answer never gets matched against its own
-probe). That is not behaviour worth copying; UDP identification is checked against the
-installed packages in test_daemons_scan.py instead.
+One nmap run (`nmap -sV -sT -sU -Pn -n -p T:...,U:... 127.0.0.1 -oX -`, nmap's own database)
+over every endpoint of tests/daemons.py, TCP and UDP, while servprobe scans the same ports
+with the same database and default options. Per port, service, product, version, extrainfo
+and tunnel must be identical; a separate test compares hostname, ostype and CPEs.
+-sT needs no raw sockets; -sU does (root, as in CI).
 """
 
 from __future__ import annotations
@@ -32,8 +27,9 @@ pytestmark = [pytest.mark.daemon, pytest.mark.slow]
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
 NMAP_TIMEOUT = 900  # seconds; nmap needs ~1-2 min here, more on a loaded CI machine
-TCP_ENDPOINTS = ["sshd", "nginx-http", "nginx-https", "vsftpd", "postfix", "redis", "memcached",
-                 "dnsmasq", "postgresql", "stunnel-ssh", "stunnel-redis"]
+ENDPOINTS = ["sshd", "nginx-http", "nginx-https", "vsftpd", "postfix", "redis", "memcached",
+             "memcached-udp", "dnsmasq", "dnsmasq-udp", "postgresql", "stunnel-ssh",
+             "stunnel-redis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +48,17 @@ class Fields:
         return (self.service, self.product, self.version, self.extrainfo, self.tunnel)
 
 
-def nmap_fields(xml_text: str) -> dict[int, Fields]:
-    """Per TCP port, the <service> of nmap's XML (service None when nmap gave none)."""
-    out: dict[int, Fields] = {}
+def nmap_fields(xml_text: str) -> dict[tuple[str, int], Fields]:
+    """Per (proto, port), the <service> of nmap's XML (service None when nmap gave none)."""
+    out: dict[tuple[str, int], Fields] = {}
     for port in ET.fromstring(xml_text).iter("port"):
-        if port.get("protocol") != "tcp":
-            continue
+        key = (port.get("protocol", ""), int(port.get("portid", "0")))
         svc = port.find("service")
         if svc is None:
-            out[int(port.get("portid", "0"))] = Fields(None, None, None, None, None)
+            out[key] = Fields(None, None, None, None, None)
             continue
         name = svc.get("name")
-        out[int(port.get("portid", "0"))] = Fields(
+        out[key] = Fields(
             None if name == "unknown" and svc.get("method") == "table" else name,
             svc.get("product"), svc.get("version"), svc.get("extrainfo"), svc.get("tunnel"),
             svc.get("hostname"), svc.get("ostype"),
@@ -73,9 +68,9 @@ def nmap_fields(xml_text: str) -> dict[int, Fields]:
 
 
 def our_fields(r: ServiceResult) -> Fields:
-    # nmap prints "unknown" for a port table guess it has no name for; method table +
-    # no name on our side is the same answer
-    return Fields(r.service, r.product, r.version, r.extrainfo, r.tunnel, r.hostname,
+    # nmap's "unknown" by port table is our table guess without a product: no answer
+    name = None if r.method == "table" and not r.product else r.service
+    return Fields(name, r.product, r.version, r.extrainfo, r.tunnel, r.hostname,
                   r.ostype, tuple(r.cpes))
 
 
@@ -85,17 +80,19 @@ def side_by_side(all_daemons: dict[str, daemons.Daemon]) -> dict[str, tuple[Fiel
     nmap = shutil.which("nmap")
     assert nmap, "nmap is not installed (make apt)"
     assert NMAP_DB.exists(), f"{NMAP_DB} missing (make apt)"
-    pairs = [(d, e) for d, e in daemons.endpoints(all_daemons) if e.proto == "tcp"]
-    ports = ",".join(str(e.port) for _d, e in pairs)
+    pairs = daemons.endpoints(all_daemons)
+    ports = ",".join([*(f"T:{e.port}" for _d, e in pairs if e.proto == "tcp"),
+                      *(f"U:{e.port}" for _d, e in pairs if e.proto == "udp")])
     # nmap first, in the background: it is the slow one; servprobe runs meanwhile
     t0 = time.monotonic()
-    # -sT: a connect scan needs no raw sockets; it changes nothing in version detection
-    proc = subprocess.Popen([nmap, "-sV", "-sT", "-Pn", "-n", "-p", ports, "127.0.0.1", "-oX", "-"],
+    proc = subprocess.Popen([nmap, "-sV", "-sT", "-sU", "-Pn", "-n", "-p", ports, "127.0.0.1",
+                             "-oX", "-"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         db = servprobe.load_db(str(NMAP_DB))
-        targets = [ServiceTarget(d.host, e.port, "tcp") for d, e in pairs]
-        ours = {r.port: r for r in daemons.servprobe_scan(db, targets, EngineOptions(), 300.0)}
+        targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
+        ours = {(r.proto, r.port): r
+                for r in daemons.servprobe_scan(db, targets, EngineOptions(), 300.0)}
         ours_wall = time.monotonic() - t0
         out, err = proc.communicate(timeout=NMAP_TIMEOUT)
     finally:
@@ -107,13 +104,14 @@ def side_by_side(all_daemons: dict[str, daemons.Daemon]) -> dict[str, tuple[Fiel
     print(f"servprobe {ours_wall:.1f} s, nmap {time.monotonic() - t0:.1f} s")
     result = {}
     for _d, e in pairs:
-        assert e.port in ours, f"servprobe gave no result for {e.name}"
-        assert e.port in theirs, f"nmap gave no result for {e.name}:\n{out}"
-        result[e.name] = (our_fields(ours[e.port]), theirs[e.port])
+        key = (e.proto, e.port)
+        assert key in ours, f"servprobe gave no result for {e.name}"
+        assert key in theirs, f"nmap gave no result for {e.name}:\n{out}"
+        result[e.name] = (our_fields(ours[key]), theirs[key])
     return result
 
 
-@pytest.mark.parametrize("endpoint", TCP_ENDPOINTS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_same_answer_as_nmap(side_by_side: dict[str, tuple[Fields, Fields]],
                              endpoint: str) -> None:
     ours, theirs = side_by_side[endpoint]
@@ -122,7 +120,7 @@ def test_same_answer_as_nmap(side_by_side: dict[str, tuple[Fields, Fields]],
         f"  servprobe {ours.main}\n  nmap      {theirs.main}")
 
 
-@pytest.mark.parametrize("endpoint", TCP_ENDPOINTS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_same_host_details_as_nmap(side_by_side: dict[str, tuple[Fields, Fields]],
                                    endpoint: str) -> None:
     """Hostname, OS type and CPEs as nmap reports them (nmap keeps one CPE per part a/h/o)."""
@@ -131,6 +129,6 @@ def test_same_host_details_as_nmap(side_by_side: dict[str, tuple[Fields, Fields]
                                                        theirs.cpes), endpoint
 
 
-def test_every_tcp_endpoint_compared(all_daemons: dict[str, daemons.Daemon]) -> None:
-    names = sorted(e.name for _d, e in daemons.endpoints(all_daemons) if e.proto == "tcp")
-    assert names == sorted(TCP_ENDPOINTS)
+def test_every_endpoint_compared(all_daemons: dict[str, daemons.Daemon]) -> None:
+    names = sorted(e.name for _d, e in daemons.endpoints(all_daemons))
+    assert names == sorted(ENDPOINTS)
