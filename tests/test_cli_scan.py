@@ -543,3 +543,18 @@ def test_ipv6_scan(tmp_path: Path, probes: Path) -> None:
     assert f"{port}/tcp open  ssh     OpenSSH 9.2p1 Debian 2 (protocol 2.0)" in proc.stdout
     xml_valid(xml)
     assert ET.parse(xml).getroot().find("host/address").attrib == {"addr": "::1", "addrtype": "ipv6"}
+
+
+def test_list_scan_and_ping_scan() -> None:
+    # -sL sends nothing at all; loopback anyway, should that ever break
+    proc = run_cli("-sL", "-n", "127.0.3.0/30", "-oG", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert [ln.split("\t") for ln in proc.stdout.splitlines() if ln.startswith("Host:")] == [
+        [f"Host: 127.0.3.{i} ()", "Status: Unknown"] for i in range(4)]
+    assert "4 IP addresses (0 hosts up)" in proc.stdout
+    proc = run_cli("-sn", "-n", "127.0.0.1-2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Host is up") == 2 and "PORT" not in proc.stdout
+    assert "2 IP addresses (2 hosts up)" in proc.stdout
+    bad = run_cli("-sn", "-p", "80", "127.0.0.1")
+    assert bad.returncode == 2 and "-sn scans no ports" in bad.stderr

@@ -27,7 +27,7 @@ from servprobe.report.jsonl import JsonLinesReporter
 from servprobe.report.normal import NormalReporter
 from servprobe.report.xml import XmlReporter
 from servprobe.result import ScanRun, ServiceResult
-from servprobe.scan.ports import select_ports
+from servprobe.scan.ports import PortSelection, select_ports
 from servprobe.scan.portscan import config_for_timing
 from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
 from servprobe.scan.targets import TargetError, build_target_list
@@ -117,6 +117,8 @@ def build_parser() -> _Parser:
     g.add_argument("-sS", dest="sS", action="store_true", help="accepted for nmap habits: runs a connect scan (no raw sockets)")
     g.add_argument("-sU", dest="sU", action="store_true", help="UDP scan")
     g.add_argument("-sR", dest="sR", action="store_true", help="RPC grinding (part of -sV)")
+    g.add_argument("-sn", dest="sn", action="store_true", help="host discovery only: no port scan")
+    g.add_argument("-sL", dest="sL", action="store_true", help="list the targets (no packets sent)")
     g = p.add_argument_group("targets and host discovery")
     g.add_argument("-iL", dest="input_file", metavar="FILE", help="read targets from FILE (- = stdin)")
     g.add_argument("--exclude", action="append", default=[], metavar="HOSTS", help="comma-separated targets to skip")
@@ -297,6 +299,11 @@ def _main(argv: list[str]) -> int:
     except PortSpecError as exc:
         raise UsageError(f"bad port list: {exc}") from None
 
+    if args.sn or args.sL:
+        if args.ports or args.fast or args.top_ports or args.sU:
+            raise UsageError(f"{'-sn' if args.sn else '-sL'} scans no ports: drop -p/-F/--top-ports/-sU")
+        ports = PortSelection({})
+        args.no_sV = True
     service_scan = not args.no_sV
     db = load_probe_db(args.db) if service_scan else None
     options = engine_options(args)
@@ -328,6 +335,7 @@ def _main(argv: list[str]) -> int:
         host_timeout=args.host_timeout,
         hostgroup=HOSTGROUP_BY_TIMING.get(args.timing, 256),
         open_only=args.open_only,
+        list_only=args.sL,
     )
     trace = None
     if args.version_trace:

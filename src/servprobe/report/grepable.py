@@ -61,6 +61,9 @@ class GrepableReporter:
     def host(self, host: HostResult) -> None:
         name = safe_text(host.hostnames[0]) if host.hostnames else ""
         who = f"Host: {host.address} ({name})"
+        if host.status == "unknown":  # -sL
+            self._w(f"{who}\tStatus: Unknown\n")
+            return
         if host.status != "up":
             if self.verbose:
                 self._w(f"{who}\tStatus: Down\n")

@@ -91,7 +91,7 @@ class JsonLinesReporter:
         self._w(port_dict(result))
 
     def host(self, host: HostResult) -> None:
-        if host.status != "up" and self.verbose < 1:
+        if host.status == "down" and self.verbose < 1:
             return  # a /16 sweep would otherwise write a line per empty address
         listed, extra = list(host.ports), list(host.extra)
         if not extra and not host.extraports:

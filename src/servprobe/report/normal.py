@@ -70,6 +70,8 @@ def host_report(host: HostResult, run: ScanRun, reason: bool = False) -> list[st
     """One host's block, ending with an empty line."""
     names = [n for n in host.hostnames if n]
     who = f"{_s(names[0])} ({host.address})" if names else host.address
+    if host.status == "unknown":  # -sL: listed, not scanned
+        return [f"{PROG} scan report for {who}"]
     if host.status != "up":
         return [f"{PROG} scan report for {who} [host down]", ""]
     out = [f"{PROG} scan report for {who}"]
@@ -131,6 +133,7 @@ class NormalReporter:
         self.file_mode = file_mode
         self._close = close
         self.hosts_shown = 0
+        self.down_seen = 0
         self.verbose = 0
         self._run = ScanRun(args=[], start=time.time())
 
@@ -160,7 +163,9 @@ class NormalReporter:
         pass
 
     def host(self, host: HostResult) -> None:
-        if host.status != "up" and self.verbose < 1:
+        if host.status == "down":
+            self.down_seen += 1
+        if host.status == "down" and self.verbose < 1:
             return
         self.hosts_shown += 1
         self._write(host_report(host, self._run, self.reason))
@@ -169,7 +174,7 @@ class NormalReporter:
         total_up = sum(1 for h in run.hosts if h.status == "up")
         lines: list[str] = []
         up = run.hosts_up if run.hosts_up is not None else total_up
-        if up == 0 and not run.interrupted:
+        if up == 0 and self.down_seen and not run.interrupted:
             lines.append("Note: Host seems down. If it is really up, but blocking our ping probes, try -Pn")
         if run.interrupted:
             lines.append(f"{PROG}: scan interrupted; hosts marked partial above were not finished, later hosts were not scanned.")

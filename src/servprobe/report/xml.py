@@ -172,7 +172,7 @@ class XmlReporter:
         pass
 
     def host(self, host: HostResult) -> None:
-        if host.status != "up" and self.verbose < 1:
+        if host.status == "down" and self.verbose < 1:
             return
         self._w(host_element(host, self.service_scan))
 

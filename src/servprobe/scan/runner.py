@@ -42,6 +42,7 @@ class RunConfig:
     ports: PortSelection
     portscan: PortScanConfig = field(default_factory=PortScanConfig)
     skip_discovery: bool = False  # -Pn
+    list_only: bool = False  # -sL: name the targets, send nothing
     reverse_dns: bool = True  # not -n
     host_timeout: float | None = None
     hostgroup: int = 256
@@ -229,6 +230,10 @@ class ScanRunner:
         assert self.scanner is not None
         address, family = host.target.address, host.target.family
         loop = asyncio.get_running_loop()
+        if self.config.list_only:
+            host.result.status, host.result.reason = "unknown", "user-set"
+            self._finish_host(host)
+            return
         if self.config.skip_discovery:
             host.result.status, host.result.reason = "up", "user-set"
             self.stats.hosts_up += 1
