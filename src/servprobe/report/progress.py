@@ -79,7 +79,7 @@ class ProgressDisplay:
             redirect_stdout=sys.stdout.isatty(),
             redirect_stderr=False,
         )
-        self._live.start()
+        self._live.start(refresh=True)  # shown at once, not after the first tick
         self._task = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
