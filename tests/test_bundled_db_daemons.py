@@ -85,10 +85,7 @@ def expected(d: daemons.Daemon, ep: daemons.Endpoint) -> Want:
 
 @pytest.fixture(scope="module")
 def bundled() -> ProbeDB:
-    # prefilter=False: with the hyperscan prefilter on, a concurrent scan of this suite left
-    # one random target unfinished in about half the runs (engine/prefilter issue reported to
-    # the engine and probes owners); this test is about the database's answers.
-    return servprobe.load_db("bundled", prefilter=False)
+    return servprobe.load_db("bundled")  # what `--db bundled` loads, prefilter included
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def nmap_services(args: list[str], ports: list[int]) -> dict[int, dict[str, str 
 
 
 def servprobe_services(ports: list[int]) -> dict[int, dict[str, str | None]]:
-    db = servprobe.load_db(str(DB_PATH), prefilter=False)
+    db = servprobe.load_db(str(DB_PATH))
     results = scan_services(db, [ServiceTarget("127.0.0.1", p, "tcp") for p in ports],
                             EngineOptions(intensity=2))
     return {r.port: {"name": r.service, "product": r.product, "version": r.version,
