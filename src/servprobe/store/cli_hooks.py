@@ -319,11 +319,11 @@ class _Outputs:
     def finish(self, run: ScanRun) -> None:
         if self._replay:
             # the scanner counted only the hosts it scanned this time
-            n_up = sum(1 for h in self._replay if h.status == "up")
             if getattr(run, "hosts_total", None) is not None:
                 run.hosts_total = (run.hosts_total or 0) + len(self._replay)
             if getattr(run, "hosts_up", None) is not None:
-                run.hosts_up = (run.hosts_up or 0) + n_up
+                # run.hosts holds the replayed up hosts too: count from it, never add twice
+                run.hosts_up = sum(1 for h in run.hosts if h.status == "up")
             run.hosts.sort(key=lambda h: _address_key(h.address))
         self._reporter.finish(run)
         try:
