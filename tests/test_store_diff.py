@@ -131,3 +131,24 @@ def test_diff_our_xml_against_our_store_of_the_same_scan(tmp_path: Path, capsys)
     assert code == 0, out
     assert diff.main([str(store), str(xml), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["changes"] == []
+
+
+def test_entity_bomb_xml_is_refused_quickly(tmp_path: Path, capsys) -> None:
+    """A billion-laughs XML input ends in an error (exit 2), not in gigabytes of memory."""
+    import time
+
+    ents = ['<!ENTITY e0 "lol">'] + [
+        f'<!ENTITY e{i} "{f"&e{i - 1};" * 10}">' for i in range(1, 10)
+    ]
+    doc = (
+        '<?xml version="1.0"?>\n<!DOCTYPE nmaprun [' + "\n".join(ents) + "]>\n"
+        '<nmaprun><host><address addr="127.0.0.1" addrtype="ipv4"/><ports>'
+        '<port protocol="tcp" portid="1"><state state="open"/><service name="&e9;"/></port>'
+        "</ports></host></nmaprun>\n"
+    )
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text(doc)
+    t = time.monotonic()
+    assert diff.main([str(bomb), str(bomb)]) == 2
+    assert time.monotonic() - t < 10
+    assert "cannot read XML" in capsys.readouterr().err
