@@ -29,6 +29,8 @@ from hostile import (
     run_bounded,
 )
 
+pytestmark = pytest.mark.slow
+
 SCAN_BOUND = 120.0
 PORT_BOUND = 90.0
 RSS_BOUND_MB = 300

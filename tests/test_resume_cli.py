@@ -23,6 +23,8 @@ import pytest
 from hostile import HostileServers, run_bounded
 from servprobe.store import Store
 
+pytestmark = pytest.mark.slow
+
 EXIT_BY_SIGNAL = {signal.SIGINT: (130,), signal.SIGTERM: (143,), signal.SIGHUP: (129, 130)}
 
 

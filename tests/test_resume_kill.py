@@ -20,7 +20,7 @@ import pytest
 from hostile import HostileServers, run_bounded
 from servprobe.store import Store, StoreError
 
-pytestmark = pytest.mark.daemon
+pytestmark = [pytest.mark.daemon, pytest.mark.slow]
 
 # what must agree between the two scans (fingerprints carry a timestamp, so they differ)
 COMPARED = ("state", "service", "product", "version", "extrainfo", "hostname", "ostype",

@@ -197,3 +197,17 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     with store:
         assert len(state.finished) >= acked
         assert state.scan.status == "running"
+
+
+def test_unwritable_store_warns_and_the_scan_still_completes(tmp_path: Path) -> None:
+    """A store that cannot be created must not cost the user the scan itself."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = tmp_path / "scan.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "servprobe", "--no-sV", "-Pn", "-n", "-p", "1", "127.0.0.1",
+         "--store", str(blocker / "scan.sqlite"), "-oX", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "results will not be stored" in proc.stderr and "Traceback" not in proc.stderr
+    assert "</nmaprun>" in out.read_text()
