@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -115,6 +116,33 @@ def expected(kind: str, r) -> bool:
     return r.method == "table"
 
 
+def compare_nmap(db, specs: list[tuple[str, int, str]], args) -> tuple[int, float, float] | None:
+    """Time nmap -sV and servprobe on the first `args.nmap` addresses of one listener process."""
+    from servprobe.engine.options import EngineOptions, ServiceTarget
+    from servprobe.net.driver import scan_services
+
+    if not shutil.which("nmap"):
+        print("nmap is not installed: no comparison")
+        return None
+    addrs: list[str] = []
+    for a, _, _ in specs:
+        if a not in addrs:
+            addrs.append(a)
+    addrs = addrs[: args.nmap]
+    sample = [(a, p) for a, p, _ in specs if a in addrs]
+    ports = sorted({p for _, p in sample})
+    t0 = time.monotonic()
+    subprocess.run(
+        ["nmap", "-sV", "-Pn", "-n", f"-T{args.timing}", "-p", ",".join(map(str, ports)), *addrs],
+        check=True, capture_output=True, timeout=3600,
+    )
+    nmap_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    scan_services(db, [ServiceTarget(a, p, "tcp") for a, p in sample], EngineOptions(rpc_grind=False, timing=args.timing))
+    ours_s = time.monotonic() - t0
+    return len(sample), ours_s, nmap_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=10_000)
@@ -123,6 +151,11 @@ def main() -> None:
     ap.add_argument("--sequential", action="store_true", help="nmap's one-probe-at-a-time order")
     ap.add_argument("--db", default=None, help="probe file (default: nmap's, else bundled)")
     ap.add_argument("--timing", type=int, default=3)
+    ap.add_argument(
+        "--nmap", type=int, default=0, metavar="HOSTS",
+        help="also time nmap -sV (and us) on the listeners of the first HOSTS addresses "
+        "(25 services each; nmap needs ~2.5 min per silent port batch)",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -177,6 +210,7 @@ def main() -> None:
         finally:
             loop.close()
         wall = time.monotonic() - t0
+        nmap_cmp = compare_nmap(db, layout[0], args) if args.nmap else None
     finally:
         for p in procs:
             try:
@@ -203,6 +237,11 @@ def main() -> None:
     for frac in (0.25, 0.5, 0.75, 0.9, 1.0):
         i = max(0, int(len(done_at) * frac) - 1)
         print(f"  {int(frac * 100):3d}% of services done after {sorted(done_at)[i]:.1f} s")
+    if nmap_cmp is not None:
+        n, ours_s, nmap_s = nmap_cmp
+        print(f"nmap comparison on {n} services: servprobe {ours_s:.1f} s, nmap -sV {nmap_s:.1f} s, ratio {nmap_s / ours_s:.1f}x")
+    elif shutil.which("nmap"):
+        print("(nmap comparison: --nmap 2 times nmap -sV and us on 50 of these services)")
     goal = wall <= 60 and rss_mb <= 1024 and len(results) == len(targets)
     print(f"goal (<= 60 s, <= 1 GB, every service reported): {'met' if goal else 'NOT met'}")
 
