@@ -199,3 +199,34 @@ def test_host_timeout_reports_partial_result(db, servers):
     port = servers.tcp(silent())
     res, elapsed = scan(db, [ServiceTarget("127.0.0.1", port, "tcp")], host_timeout=1.0)
     assert res[0].method == "table" and elapsed < 5
+
+
+def test_per_host_limits_bound_connections(db, servers):
+    import threading
+
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+
+    async def counting_silent(r, w):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        try:
+            while await r.read(4096):
+                pass
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    ports = [servers.tcp(counting_silent) for _ in range(3)]
+    res, _ = scan(
+        db,
+        [ServiceTarget("127.0.0.1", p, "tcp") for p in ports],
+        intensity=1,
+        per_host_parallelism=2,
+        per_host_connections=3,
+    )
+    assert all(r.method == "table" for r in res)
+    # at most 2 services at once, each with its own connection (+1 while a TLS retry or the
+    # NULL connection overlaps), plus 3 speculative connections for the whole host
+    assert 1 <= state["max"] <= 2 * 2 + 3
