@@ -526,3 +526,10 @@ def test_refused_speculative_connections_fall_back_to_order():
     run = simulate(m, srv)
     assert refused  # speculation was tried and refused
     assert run.result.service == "http" and run.result.product == "nginx"
+
+
+def test_udp_sequential_reuses_one_socket():
+    run = simulate(machine(53, proto="udp"), ServerModel())
+    assert run.connections == 1 and [c for c, _ in run.sent] == [1, 1]
+    run = simulate(machine(53, proto="udp", sequential=False), ServerModel())
+    assert run.connections == 2

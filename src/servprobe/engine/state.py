@@ -51,8 +51,8 @@ Fidelity notes (checked against nmap 7.93's behaviour and source)
   dropped, as in nmap.
 * Fingerprints: a response is added when its step ends without a hard match (timeout, EOF,
   read cap); tested byte for byte against nmap -sV in tests/test_net_nmap_fingerprint.py.
-* UDP: every probe gets its own socket (nmap reuses one); a late answer to probe k is thus
-  never credited to probe k+1.
+* UDP: one socket for every probe in sequential mode, as nmap does (a late answer to probe k
+  is then read as the answer to probe k+1, as in nmap); speculative probes use their own.
 
 Speculation (issue 6)
 ---------------------
@@ -331,6 +331,7 @@ class ServiceMachine:
         self._answered = False  # any step in the order got bytes (UDP open vs open|filtered)
         self._connect_ok = False
         self._last_deadline: float | None = -1.0
+        self._udp_keep: tuple[int, float] | None = None  # sequential UDP socket between probes
         self._reset_sequence(tunnel=False)
 
     # ------------------------------------------------------------ public API -----------------
@@ -615,6 +616,15 @@ class ServiceMachine:
             ahead += 1
 
     def _connect(self, k: int, probe: Probe, kind: Kind, now: float) -> Attempt:
+        reuse = self._udp_keep
+        if reuse is not None and kind == "fresh" and not self.speculate:
+            # sequential UDP: every probe goes out on the same socket, as nmap sends them
+            self._udp_keep = None
+            att = Attempt(reuse[0], k, probe, kind, None)
+            att.connected_at = reuse[1]
+            self._attempts[reuse[0]] = att
+            self._send(att, now)
+            return att
         conn = self._next_conn
         self._next_conn += 1
         level = None
@@ -784,7 +794,10 @@ class ServiceMachine:
             self._close(att)
         else:
             self._fresh[att.step] = out
-            self._close(att)
+            if self.proto == "udp" and not self.speculate and not closed and att.connected_at is not None:
+                self._udp_keep = (att.conn, att.connected_at)  # the next probe reuses it
+            else:
+                self._close(att)
         if out.ident is not None and not out.ident.soft:
             self._note(
                 f"probe {att.probe.name} on {self._where()} matched "
@@ -939,6 +952,9 @@ class ServiceMachine:
         for att in list(self._attempts.values()):
             self._close(att)
         self._attempts.clear()
+        if self._udp_keep is not None:
+            self._actions.append(Close(self._udp_keep[0]))
+            self._udp_keep = None
         res.finished = time.time()
         self.finished = True
         self.result = res
