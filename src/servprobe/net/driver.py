@@ -83,8 +83,10 @@ class Limits:
         fds = max(16, nofile - FD_RESERVE)
         timing = min(max(options.timing, 0), 5)
         services = options.max_parallelism or SERVICES_BY_TIMING[timing]
-        # every service in progress may hold 2 connections of its own (NULL + a retry)
-        self.services = max(1, min(services, fds // 2))
+        # every service in progress may hold 2 connections of its own (NULL + a retry); keep
+        # at least half the descriptors for speculation unless running sequentially
+        share = 2 if options.sequential else 4
+        self.services = max(1, min(services, fds // share))
         self.per_host = max(1, options.per_host_parallelism or PER_HOST_BY_TIMING[timing])
         spare = max(0, fds - 2 * self.services)
         self.speculative = spare
