@@ -88,37 +88,52 @@ def bundled() -> ProbeDB:
     return servprobe.load_db("bundled")  # what `--db bundled` loads, prefilter included
 
 
+def _scan(db: ProbeDB, running: dict[str, daemons.Daemon],
+          options: EngineOptions) -> dict[str, ServiceResult]:
+    pairs = daemons.endpoints(running)
+    targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
+    results = {r.key: r for r in scan_services(db, targets, options)}
+    return {e.name: results[(d.host, e.proto, e.port)] for d, e in pairs
+            if (d.host, e.proto, e.port) in results}
+
+
 @pytest.fixture(scope="module")
 def scan(bundled: ProbeDB, all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    pairs = daemons.endpoints(all_daemons)
-    targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
-    results = {r.key: r for r in scan_services(bundled, targets, EngineOptions())}
-    return {
-        e.name: results[(d.host, e.proto, e.port)]
-        for d, e in pairs
-        if (d.host, e.proto, e.port) in results
-    }
+    return _scan(bundled, all_daemons, EngineOptions())
 
 
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_bundled_identifies_daemon(
-    scan: dict[str, ServiceResult], all_daemons: dict[str, daemons.Daemon], endpoint: str
-) -> None:
+@pytest.fixture(scope="module")
+def scan_all_probes(bundled: ProbeDB,
+                    all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
+    return _scan(bundled, all_daemons, EngineOptions(intensity=9))
+
+
+def check(scan: dict[str, ServiceResult], all_daemons: dict[str, daemons.Daemon],
+          endpoint: str) -> None:
     d, ep = next((d, e) for d, e in daemons.endpoints(all_daemons) if e.name == endpoint)
     want = expected(d, ep)
     r = scan.get(endpoint)
     assert r is not None, f"no result for {endpoint}"
     got = (r.service, r.product, r.version, r.hostname, r.tunnel, r.method)
-    assert got == (
-        want.service,
-        want.product,
-        want.version,
-        want.hostname,
-        want.tunnel,
-        "probed",
-    ), f"{endpoint}: {r.display_service()} {r.display_version()!r}"
+    assert got == (want.service, want.product, want.version, want.hostname, want.tunnel,
+                   "probed"), f"{endpoint}: {r.display_service()} {r.display_version()!r}"
     if want.info is not None:
         assert r.extrainfo == want.info, endpoint
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_bundled_identifies_daemon(scan: dict[str, ServiceResult],
+                                   all_daemons: dict[str, daemons.Daemon], endpoint: str) -> None:
+    check(scan, all_daemons, endpoint)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_bundled_version_all_says_the_same(scan_all_probes: dict[str, ServiceResult],
+                                           all_daemons: dict[str, daemons.Daemon],
+                                           endpoint: str) -> None:
+    """At intensity 9 (every probe, no softmatch narrowing) no other line steals a daemon."""
+    check(scan_all_probes, all_daemons, endpoint)
 
 
 def test_every_endpoint_covered(all_daemons: dict[str, daemons.Daemon]) -> None:
