@@ -500,11 +500,27 @@ def test_open_reason_and_nmap_habits(probes: Path) -> None:
     assert "scan report" not in proc.stdout and "(1 host up)" in proc.stdout
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.mark.skipif(shutil.which("nmap") is None or shutil.which("ndiff") is None, reason="nmap/ndiff not installed")
 def test_ndiff_finds_no_difference_between_nmap_and_us(tmp_path: Path) -> None:
     closed = free_port()
+    # nmap-services names some ports literally "unknown"; nmap lists that name on closed ones
+    named_unknown = next(
+        int(fields[1].split("/")[0])
+        for fields in (ln.split() for ln in Path("/usr/share/nmap/nmap-services").read_text().splitlines())
+        if len(fields) > 1 and fields[0] == "unknown" and fields[1].endswith("/tcp")
+        and int(fields[1].split("/")[0]) > 1024 and _port_is_free(int(fields[1].split("/")[0]))
+    )
     with servers(SSH_BANNER) as (ssh,):
-        ports = f"{ssh.port},{closed}"
+        ports = f"{ssh.port},{closed},{named_unknown}"
         theirs, ours = tmp_path / "nmap.xml", tmp_path / "servprobe.xml"
         nm = subprocess.run(["nmap", "-sV", "-n", "-Pn", "-p", ports, "-oX", str(theirs), "127.0.0.1"],
                             capture_output=True, text=True, timeout=120)

@@ -311,7 +311,7 @@ class ScanRunner:
             proto=proto,  # type: ignore[arg-type]
             state=state,  # type: ignore[arg-type]
             reason=reason,
-            service=service_name(port, proto),
+            service=service_name(port, proto, keep_unknown=True),
             method="table",
             conf=3,
             hostnames=list(host.result.hostnames),

@@ -33,9 +33,11 @@ class PortTable:
     # (proto, port) → sort key; lower = more common (nmap: -frequency; bundled: rank)
     order: dict[tuple[str, int], float] = field(default_factory=dict)
 
-    def name(self, port: int, proto: str) -> str | None:
+    def name(self, port: int, proto: str, *, keep_unknown: bool = False) -> str | None:
+        # nmap-services names some ports literally "unknown": nmap lists that name for closed
+        # ports, but it is no guess worth a "?" on an open one
         name = self.names.get((proto, port))
-        return None if name in (None, "unknown") else name
+        return name if keep_unknown or name != "unknown" else None
 
     def top_ports(self, n: int, proto: str) -> list[int]:
         """The n most common ports of `proto`; past the ranked ones, ascending port numbers."""
@@ -106,9 +108,9 @@ def load_port_table(choice: str | None = None) -> PortTable:
     return _read(bundled_path(), nmap_format=False)
 
 
-def service_name(port: int, proto: str) -> str | None:
+def service_name(port: int, proto: str, *, keep_unknown: bool = False) -> str | None:
     """The registered name of a port, e.g. (953, "tcp") → "rndc"; None when unknown."""
     try:
-        return load_port_table().name(port, proto)
+        return load_port_table().name(port, proto, keep_unknown=keep_unknown)
     except OSError:
         return None
