@@ -237,6 +237,17 @@ def test_softmatch_then_hard_match_from_later_probe():
     assert r.service == "smtp" and r.product == "midsmtp" and not r.soft
 
 
+def test_softmatch_fields_are_reported_when_probes_run_out():
+    # nmap reports a softmatch line's p/ v/ (e.g. "PostgreSQL DB" "9.6.0 or later") as they are
+    db = standard_db()
+    db.probe("NULL").matches.insert(
+        0, ml("smtp", rb"^220 [^\r\n]*ESMTP Sendmail", p="Sendmail", v="8.x", soft=True)
+    )
+    r = simulate(machine(25, db=db), Banner(b"220 mx ESMTP Sendmail\r\n")).result
+    assert (r.service, r.product, r.version, r.soft) == ("smtp", "Sendmail", "8.x", True)
+    assert r.method == "probed" and r.conf == 10 and r.fingerprint
+
+
 def test_softmatch_filter_off_at_intensity_9():
     srv = Banner(b"220 foo ESMTP bar\r\n")
     run = simulate(machine(25, intensity=9), srv)

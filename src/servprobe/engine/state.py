@@ -884,7 +884,9 @@ class ServiceMachine:
             return None
         return self.fp.text()
 
-    def _finish_match(self, ident: Identification, service: str, tunnel: str | None, now: float) -> None:
+    def _finish_match(
+        self, ident: Identification, service: str, tunnel: str | None, now: float, soft: bool = False
+    ) -> None:
         res = self._base()
         res.service = service
         res.product = ident.product
@@ -899,11 +901,13 @@ class ServiceMachine:
         res.conf = 10
         res.matched = str(ident.source) if ident.source else None
         res.probe = ident.probe
-        res.soft = False
+        res.soft = soft
+        if soft:
+            res.fingerprint = self._fingerprint()
         if self.opts.version_trace:
             self._actions.append(
                 Note(
-                    f"Service scan match: {self._where()} is {res.display_service()}. "
+                    f"Service scan {'soft match' if soft else 'match'}: {self._where()} is {res.display_service()}. "
                     f"Version: |{res.product or ''}|{res.version or ''}|{res.extrainfo or ''}|"
                     f" (line {res.matched}, probe {res.probe})"
                 )
@@ -920,18 +924,13 @@ class ServiceMachine:
 
     def _finish_exhausted(self, now: float) -> None:
         if self.soft is not None:
-            res = self._base()
             ident = self.soft
-            res.service = ident.service
-            res.method = "probed"
-            res.conf = 10
-            res.soft = True
-            res.matched = str(ident.source) if ident.source else None
-            res.probe = ident.probe
-            res.tunnel = "ssl" if self.tunnel else None
-            res.fingerprint = self._fingerprint()
+            svc, tunnel = ident.service, "ssl" if self.tunnel else None
+            if svc.startswith("ssl/"):
+                svc, tunnel = svc[4:], "ssl"
             self._note(f"probes exhausted: {self._where()} soft-matched {ident.service}")
-            self._report(res, now)
+            # a softmatch line may carry p/ v/ i/ o/ and cpe:, which nmap reports as they are
+            self._finish_match(ident, svc, tunnel, now, soft=True)
             return
         self._note(f"probes exhausted: no match for {self._where()}")
         self._finish_table(now, probed=True)
