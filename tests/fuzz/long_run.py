@@ -26,6 +26,7 @@ PLAN = {  # target: (inputs, seconds cap)
     "templates": (250_000, 600),
     "match": (200_000, 900),
     "match_regex": (5_000, 900),
+    "engine": (200_000, 1800),
     "portspec": (150_000, 600),
     "targets": (150_000, 600),
     "fpreader": (100_000, 600),

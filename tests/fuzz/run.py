@@ -20,6 +20,7 @@ import importlib
 with atheris.instrument_imports(include=["servprobe"]):
     for _module in ("servprobe.portspec", "servprobe.probes.parser", "servprobe.probes.templates",
                     "servprobe.probes.matcher", "servprobe.probes.pcre",
+                    "servprobe.engine.state", "servprobe.engine.plan", "servprobe.engine.sim",
                     "servprobe.scan.targets", "servprobe.probes.fpreader"):
         with contextlib.suppress(ImportError):  # modules still being written by others
             importlib.import_module(_module)
@@ -30,7 +31,7 @@ import targets
 def main(argv: list[str]) -> None:
     name = argv[1]
     fn = targets.TARGETS[name]
-    if name.startswith("match"):
+    if name.startswith("match") or name == "engine":
         targets._db(False if name == "match_regex" else None)  # load before the clock starts
     atheris.Setup([argv[0], *argv[2:]], fn)
     atheris.Fuzz()

@@ -51,6 +51,14 @@ def seeds(target: str, limit: int = 400) -> list[bytes]:
             data = f.read_bytes()[:4096]
             if data:
                 out.append(bytes([hash(f.name) % 256]) + data)
+    elif target == "engine":
+        # choices bytes, then server script bytes: a few hand-made shapes plus noise
+        import random
+
+        rng = random.Random(5)
+        out = [bytes([1, 0, 7, 1, 0, 0, 16, 2, 1, 5]) + b"\x01\x05" * 20,
+               bytes([1, 2, 9, 1, 1, 0, 16, 0]) + b"\x02\x03\x08" * 10]
+        out += [bytes(rng.getrandbits(8) for _ in range(120)) for _ in range(30)]
     elif target == "portspec":
         out = [b"22", b"1-1000", b"T:22,U:53", b"-", b"http,https", b"[ssh]", b"U:1-", b"-80",
                b"S:1,T:2-3", b"ht*,do?ain"]

@@ -12,6 +12,9 @@ Targets:
                  and captured groups
   match          ProbeDB.match on arbitrary service responses (nmap's DB when installed)
   match_regex    the same without the hyperscan prefilter (every pattern runs)
+  engine         the sans-IO ServiceMachine in the virtual-time simulator against a server
+                 scripted by the input (delays, data, close/reset, refusal, TLS, early
+                 timers): it must always end, never stall without a deadline
   portspec       servprobe.portspec.parse_portspec on arbitrary -p text
   targets        servprobe.scan.targets (when present) on arbitrary target specs
   fpreader       servprobe.probes.fpreader (when present) on arbitrary SF- fingerprints
@@ -141,6 +144,106 @@ def match_regex(data: bytes) -> None:
     match(data, prefilter=False)
 
 
+# -- the engine's state machine against a fuzz-scripted server -------------------------------
+
+
+class _Bytes:
+    """Consumes fuzz input as small choices (zeros once exhausted: deterministic)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def chunk(self, limit: int = 600) -> bytes:
+        n = min(self.byte() * 3, limit)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+
+_CANNED = (
+    b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n",
+    b"220 (vsFTPd 3.0.3)\r\n",
+    b"\x16\x03\x01\x00\x4a\x02\x00\x00\x46\x03\x01",  # a TLS ServerHello header
+    b"-ERR unknown command\r\n",
+    b"\x00" * 20,
+)
+_DELAYS = (0.0, 0.001, 0.05, 0.3, 2.0, 5.5, 12.0, 40.0)
+
+
+def _server_model(fz: _Bytes) -> Any:
+    from servprobe.engine.sim import CLOSE, RESET, ServerModel
+
+    class Fuzzed(ServerModel):
+        refuse = fz.byte() % 16 == 0
+        tls_min_level = (None, 0, 1, 2)[fz.byte() % 4]
+
+        def _replies(self) -> list[tuple[float, object]]:
+            out: list[tuple[float, object]] = []
+            for _ in range(fz.byte() % 4):
+                delay = _DELAYS[fz.byte() % len(_DELAYS)]
+                kind = fz.byte() % 10
+                what: object
+                if kind < 4:
+                    what = fz.chunk() or b"x"
+                elif kind < 8:
+                    what = _CANNED[kind % len(_CANNED)]
+                else:
+                    what = CLOSE if kind == 8 else RESET
+                out.append((delay, what))
+            return out
+
+        def on_connect(self, conn: int, tls: bool) -> list[tuple[float, object]]:
+            return self._replies()
+
+        def on_data(self, conn: int, payload: bytes, since: float, tls: bool) -> list[tuple[float, object]]:
+            return self._replies()
+
+    return Fuzzed()
+
+
+SIM_LIMIT = 3600.0  # virtual seconds: far beyond any probe sequence at intensity 9
+
+
+def engine(data: bytes) -> None:
+    from servprobe.engine.options import EngineOptions, ServiceTarget
+    from servprobe.engine.plan import Planner
+    from servprobe.engine.sim import simulate
+    from servprobe.engine.state import ConnBudget, ServiceMachine
+
+    db = _db()
+    fz = _Bytes(data)
+    proto = "udp" if fz.byte() % 5 == 0 else "tcp"
+    port = (80, 443, 22, 21, 53, 111, 6379, 9100, 31337, 161)[fz.byte() % 10]
+    opts = EngineOptions(intensity=fz.byte() % 10, sequential=fz.byte() % 3 == 0)
+    budget = (None, ConnBudget(0), ConnBudget(2), ConnBudget(64))[fz.byte() % 4]
+    # timers firing early, within the 1 ms slack the driver allows (the simulator fires every
+    # timer that early, forever: beyond the slack virtual time would never advance)
+    early = (0.0, 0.0, 0.0002, 0.0005, 0.0009)[fz.byte() % 5]
+    machine = ServiceMachine(ServiceTarget("127.0.0.1", port, proto), db, _planner(), opts, budget)
+    # a stalled machine (no deadline, no event) or a run past the limit raises RuntimeError
+    run = simulate(machine, _server_model(fz), limit=SIM_LIMIT, early=early)
+    r = run.result
+    assert r.port == port and r.proto == proto
+    for f in ("service", "product", "version", "extrainfo", "hostname", "ostype", "devicetype"):
+        _printable(getattr(r, f), f)
+    del Planner  # imported for the type only; the planner is cached per database
+
+
+@cache
+def _planner() -> Any:
+    from servprobe.engine.plan import Planner
+
+    return Planner(_db())
+
+
 # -- port specs -----------------------------------------------------------------------------
 
 _TABLE = [("http", "tcp", 80), ("https", "tcp", 443), ("domain", "udp", 53),
@@ -217,6 +320,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "templates": templates,
     "match": match,
     "match_regex": match_regex,
+    "engine": engine,
     "portspec": portspec,
     "targets": targets,
     "fpreader": fpreader,

@@ -25,6 +25,7 @@ RUNS = {
     "templates": 10000,
     "match": 3000,
     "match_regex": 150,
+    "engine": 3000,
     "portspec": 5000,
     "targets": 10000,
     "fpreader": 5000,
