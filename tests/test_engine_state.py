@@ -544,3 +544,52 @@ def test_udp_sequential_reuses_one_socket():
     assert run.connections == 1 and [c for c, _ in run.sent] == [1, 1]
     run = simulate(machine(53, proto="udp", sequential=False), ServerModel())
     assert run.connections == 2
+
+
+class PerProbe(ServerModel):
+    """Answers probes by prefix, each after its own delay; never speaks first."""
+
+    def __init__(self, answers: dict[bytes, tuple[float, bytes]]):
+        self.answers = answers
+
+    def on_connect(self, conn, tls):
+        return []
+
+    def on_data(self, conn, payload, since, tls):
+        for k, (delay, v) in self.answers.items():
+            if payload.startswith(k):
+                return [(delay, v)]
+        return []
+
+
+def test_quiet_step_rule_passes_a_probe_the_server_ignores():
+    # GenericLines comes before GetRequest at port 1234; the server ignores blank lines (nginx,
+    # redis do): nmap waits NULL 6 s + GenericLines 5 s, the rule passes it after Lmax + grace
+    make = lambda: PerProbe({b"GET": (0.0, b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n")})  # noqa: E731
+    seq = simulate(machine(1234, sequential=True), make())
+    spec = simulate(machine(1234, sequential=False), make())
+    assert key(seq.result) == key(spec.result) and spec.result.product == "nginx"
+    assert seq.elapsed >= 11.0
+    assert spec.elapsed < 1.5
+
+
+def test_quiet_step_rule_waits_for_a_slower_earlier_answer():
+    # the earlier step answers 0.3 s late but within the rule's bound: it still wins, as in nmap
+    make = lambda: PerProbe({  # noqa: E731
+        b"\r\n": (0.3, b"220 x\r\n500 what\r\n"),
+        b"GET": (0.0, b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n"),
+    })
+    seq = simulate(machine(1234, sequential=True), make())
+    spec = simulate(machine(1234, sequential=False), make())
+    assert seq.result.product == "generic ftpd"
+    assert key(seq.result) == key(spec.result)
+
+
+def test_datagram_rule_does_not_wait_out_a_udp_answer():
+    # U1 (listed for 53) gets a datagram that matches nothing; nmap waits its 5 s for more
+    make = lambda: PerProbe({b"u1": (0.0, b"\x00\x07??"), b"u2": (0.0, b"u2")})  # noqa: E731
+    seq = simulate(machine(53, proto="udp", sequential=True), make())
+    spec = simulate(machine(53, proto="udp", sequential=False), make())
+    assert seq.result.service == "echo" and key(seq.result) == key(spec.result)
+    assert seq.elapsed >= 5.0
+    assert spec.elapsed < 1.5

@@ -102,6 +102,22 @@ lengths at which they would have been matched are kept, and the prefixes are mat
 when (if ever) the walk reaches that step, with the same result. A service that answers
 every probe thus costs one regex pass per step the order really needs, not one per probe.
 
+Two more rules of the same kind let the walk pass steps whose own wait would otherwise
+stall it while other steps already proved the server answers requests (the evidence: the
+slowest first answer Lmax seen on any speculative attempt of this sequence):
+
+  *Quiet-step rule.* Step k's attempt sent its probe at tk and has received nothing; once
+  the walk is at k and tk + Lmax + grace has passed, step k is resolved as silent. A server
+  that answers some probes within Lmax and ignores this one (nginx and redis ignore
+  GenericLines' blank lines, DNS servers ignore most UDP probes) would give nmap the same
+  silence after its full wait. It costs the answer only for a server that answers this very
+  probe more slowly than Lmax + grace while answering others faster.
+
+  *Datagram rule (UDP).* A UDP answer arrives whole: after a datagram, the attempt waits only
+  Lmax + grace for another one instead of the probe's full wait.
+
+Both rules apply only with speculation; --sequential waits every wait, as nmap does.
+
 Silent ports cost about one NULL wait plus one probe wait when probe_parallelism covers the
 order (default 32: nmap's DB selects ~30 TCP probes at intensity 7), instead of one wait per
 probe: NULL 6 s + cheat step 5 s, against about 150 s sequentially.
@@ -391,6 +407,12 @@ class ServiceMachine:
         h = self._silence_check_at()
         if h is not None and (best is None or h < best):
             best = h
+        if not self.finished and self.cursor < len(self.order):
+            quiet = self._quiet_attempt(self.cursor)
+            if quiet is not None:
+                q = self._quiet_check_at(quiet)
+                if best is None or q < best:
+                    best = q
         if self._spec_wake is not None and (best is None or self._spec_wake < best):
             best = self._spec_wake
         return best
@@ -420,6 +442,7 @@ class ServiceMachine:
         self._cheat_started = False
         self._silent_null = False  # the silence rule fired
         self._evidence: float | None = None  # fastest first answer on a speculative attempt
+        self._evidence_max: float | None = None  # slowest first answer (quiet-step rule)
         self._spec_t0: float | None = None  # first speculative launch
         self._spec_wake: float | None = None  # when speculation wants to launch more
         self._restarted = True
@@ -440,6 +463,12 @@ class ServiceMachine:
         out = self._fresh.get(k)
         if out is not None and out.marks is not None:
             out = self._fresh[k] = self._resolve_lazy(probe, out)
+        if out is None:
+            att = self._quiet_attempt(k)
+            if att is not None and now + TIMER_SLACK >= self._quiet_check_at(att):
+                self._note(f"probe {probe.name}: silent while other probes were answered (quiet-step rule)")
+                out = self._fresh[k] = Outcome(None, b"", "virtual")
+                self._close(att)
         return out
 
     def _resolve_lazy(self, probe: Probe, out: Outcome) -> Outcome:
@@ -676,9 +705,15 @@ class ServiceMachine:
                 lat = now - att.connected_at
                 if self._evidence is None or lat < self._evidence:
                     self._evidence = lat
+                if self._evidence_max is None or lat > self._evidence_max:
+                    self._evidence_max = lat
         room = self.opts.max_read - len(att.buf)
         if room > 0:
             att.buf += data[:room]
+        if self.proto == "udp" and self.speculate and att.deadline is not None:
+            # datagram rule: a UDP answer comes whole; a second datagram later than the
+            # slowest first answer plus grace is not waited for (see the module docstring)
+            att.deadline = min(att.deadline, now + (self._evidence_max or 0.0) + self.grace)
         full = len(att.buf) >= self.opts.max_read
         if att.marks is not None:
             # A speculative attempt ahead of the walk: its outcome may never be needed (an
@@ -845,6 +880,24 @@ class ServiceMachine:
     def _silence_rule(self, now: float) -> bool:
         when = self._silence_check_at()
         return when is not None and now + TIMER_SLACK >= when
+
+    def _quiet_attempt(self, k: int) -> Attempt | None:
+        """The running attempt of step k, if the quiet-step rule may judge it: a speculative
+        service that answered some probe, and step k's own connection still without a byte."""
+        if not self.speculate or self._evidence_max is None:
+            return None
+        if self.order[k].is_null or (self._cheat_pending and not self._silent_null):
+            return None
+        for att in self._attempts.values():
+            if att.kind == "fresh" and att.step == k and not att.done:
+                if att.sent_at is None or att.buf:
+                    return None
+                return att
+        return None
+
+    def _quiet_check_at(self, att: Attempt) -> float:
+        assert att.sent_at is not None and self._evidence_max is not None
+        return att.sent_at + self._evidence_max + self.grace
 
     # ------------------------------------------------------------ matching & results ---------
 
