@@ -257,14 +257,7 @@ class _Runner:
             self._close(conn)
 
     def _finish(self, result: ServiceResult) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.host_timer is not None:
-            self.host_timer.cancel()
-            self.host_timer = None
-        for conn in list(self.conns) + list(self.connecting):
-            self._close(conn)
+        self.cancel()
         if not self.done.done():
             self.done.set_result(result)
 

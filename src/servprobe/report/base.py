@@ -16,6 +16,29 @@ from typing import IO, Protocol
 from servprobe.escape import terminal_safe
 from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
 
+
+class TextFileReporter:
+    """A reporter writing text to a file it flushes after every write (XML, grepable)."""
+
+    def __init__(self, fh: IO[str], *, close: bool = False) -> None:
+        self.fh = fh
+        self._close = close
+        self.service_scan = True
+        self.verbose = 0
+
+    def _w(self, text: str) -> None:
+        self.fh.write(text)
+        self.fh.flush()
+
+    def _begin(self, run: ScanRun) -> None:
+        self.service_scan = run.service_scan
+        self.verbose = run.verbose
+
+    def close(self) -> None:
+        if self._close:
+            self.fh.close()
+
+
 # nmap lists a state's ports one by one only when there are few of them
 COLLAPSE_THRESHOLD = 25
 # at most this many fingerprints per host in normal output (nmap: 9)

@@ -9,9 +9,15 @@ characters are escaped so one host stays on one line.
 from __future__ import annotations
 
 import time
-from typing import IO
 
-from servprobe.report.base import command_line, safe_text, split_ports, summary_text, timestr
+from servprobe.report.base import (
+    TextFileReporter,
+    command_line,
+    safe_text,
+    split_ports,
+    summary_text,
+    timestr,
+)
 from servprobe.result import HostResult, ScanRun, ServiceResult
 
 
@@ -30,20 +36,9 @@ def port_field(r: ServiceResult, service_scan: bool) -> str:
     return f"{r.port}/{r.state}/{r.proto}//{_field(service)}/{_field(rpc)}/{_field(version)}/"
 
 
-class GrepableReporter:
-    def __init__(self, fh: IO[str], *, close: bool = False) -> None:
-        self.fh = fh
-        self._close = close
-        self.service_scan = True
-        self.verbose = 0
-
-    def _w(self, text: str) -> None:
-        self.fh.write(text)
-        self.fh.flush()
-
+class GrepableReporter(TextFileReporter):
     def start(self, run: ScanRun) -> None:
-        self.service_scan = run.service_scan
-        self.verbose = run.verbose
+        self._begin(run)
         lines = [f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {safe_text(command_line(run))}"]
         if run.service_scan and run.db_path:
             lines.append(f"# Probe database: {safe_text(run.db_path)}")
@@ -84,9 +79,6 @@ class GrepableReporter:
         note = " (interrupted)" if run.interrupted else ""
         self._w(f"# servprobe done at {timestr(end)} -- {summary_text(run)}{note}\n")
 
-    def close(self) -> None:
-        if self._close:
-            self.fh.close()
 
 
 def _n(spec: str) -> int:

@@ -10,10 +10,10 @@ through servprobe.escape.xml_safe and is entity-escaped.
 from __future__ import annotations
 
 import time
-from typing import IO
 
 from servprobe.escape import xml_safe
 from servprobe.report.base import (
+    TextFileReporter,
     command_line,
     split_ports,
     summary_text,
@@ -126,20 +126,9 @@ def host_element(host: HostResult, service_scan: bool) -> str:
     return "".join(parts)
 
 
-class XmlReporter:
-    def __init__(self, fh: IO[str], *, close: bool = False) -> None:
-        self.fh = fh
-        self._close = close
-        self.service_scan = True
-        self.verbose = 0
-
-    def _w(self, text: str) -> None:
-        self.fh.write(text)
-        self.fh.flush()
-
+class XmlReporter(TextFileReporter):
     def start(self, run: ScanRun) -> None:
-        self.service_scan = run.service_scan
-        self.verbose = run.verbose
+        self._begin(run)
         cmd = command_line(run)
         out = [
             '<?xml version="1.0" encoding="UTF-8"?>\n',
@@ -190,9 +179,6 @@ class XmlReporter:
             f'<hosts up="{up}" down="{total - up}" total="{total}"/>\n</runstats>\n</nmaprun>\n'
         )
 
-    def close(self) -> None:
-        if self._close:
-            self.fh.close()
 
 
 def _htype(host: HostResult, i: int) -> str:
