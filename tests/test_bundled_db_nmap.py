@@ -84,3 +84,31 @@ def test_nmap_versiondb_option_accepts_our_file(postfix_daemon: daemons.Daemon) 
     assert theirs[postfix_daemon.port]["product"] == "Postfix smtpd"
     # our Postfix line captures the hostname without nmap's leading separator
     assert theirs[postfix_daemon.port]["hostname"] == postfix_daemon.extra["hostname"]
+
+
+@pytest.mark.slow
+def test_nmap_reads_our_db_like_servprobe_on_the_whole_daemon_set(
+    datadir: Path, all_daemons: dict[str, daemons.Daemon]
+) -> None:
+    # every TCP endpoint of the real-daemon suite at the default intensity (TLS ones included:
+    # our ClientHello line is a hard `ssl` match, so both tools restart inside TLS)
+    ports = [e.port for _, e in daemons.endpoints(all_daemons) if e.proto == "tcp"]
+    cmd = [_nmap(), "-n", "-Pn", "-sT", "-sV", "--datadir", str(datadir),
+           "-p", ",".join(map(str, ports)), "127.0.0.1", "-oX", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    theirs: dict[int, dict[str, str | None]] = {}
+    for port in ET.fromstring(proc.stdout).iter("port"):
+        svc = port.find("service")
+        assert svc is not None
+        theirs[int(port.get("portid", "0"))] = {f: svc.get(f) for f in (*FIELDS, "tunnel")}
+    db = servprobe.load_db(str(DB_PATH))
+    ours = {
+        r.port: {"name": r.service, "product": r.product, "version": r.version,
+                 "extrainfo": r.extrainfo, "hostname": r.hostname, "ostype": r.ostype,
+                 "tunnel": r.tunnel}
+        for r in scan_services(db, [ServiceTarget("127.0.0.1", p, "tcp") for p in ports])
+    }
+    assert set(theirs) == set(ports) == set(ours)
+    diffs = {p: (theirs[p], ours[p]) for p in ports if theirs[p] != ours[p]}
+    assert not diffs, f"nmap vs servprobe with our database: {diffs}"
