@@ -756,6 +756,19 @@ def servprobe_scan(db: Any, targets: list[Any], options: Any, deadline: float = 
             if (t.address, t.proto, t.port) in found]
 
 
+
+def scan_endpoints(db: Any, running: dict[str, Daemon], options: Any,
+                   deadline: float = 300.0) -> dict[str, Any]:
+    """Scan every endpoint of a running set (servprobe_scan); results by endpoint name."""
+    from servprobe.engine.options import ServiceTarget
+
+    pairs = endpoints(running)
+    targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
+    results = {r.key: r for r in servprobe_scan(db, targets, options, deadline)}
+    return {e.name: results[(d.host, e.proto, e.port)] for d, e in pairs
+            if (d.host, e.proto, e.port) in results}
+
+
 # ---------------------------------------------------------------- the whole set
 
 # Order matters only for stunnel, which needs its backends first.

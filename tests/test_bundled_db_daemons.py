@@ -15,8 +15,7 @@ import pytest
 
 import daemons
 import servprobe
-from servprobe.engine.options import EngineOptions, ServiceTarget
-from servprobe.net.driver import scan_services
+from servprobe.engine.options import EngineOptions
 from servprobe.probes.model import ProbeDB
 from servprobe.result import ServiceResult
 
@@ -88,24 +87,15 @@ def bundled() -> ProbeDB:
     return servprobe.load_db("bundled")  # what `--db bundled` loads, prefilter included
 
 
-def _scan(db: ProbeDB, running: dict[str, daemons.Daemon],
-          options: EngineOptions) -> dict[str, ServiceResult]:
-    pairs = daemons.endpoints(running)
-    targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
-    results = {r.key: r for r in scan_services(db, targets, options)}
-    return {e.name: results[(d.host, e.proto, e.port)] for d, e in pairs
-            if (d.host, e.proto, e.port) in results}
-
-
 @pytest.fixture(scope="module")
 def scan(bundled: ProbeDB, all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return _scan(bundled, all_daemons, EngineOptions())
+    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions())
 
 
 @pytest.fixture(scope="module")
 def scan_all_probes(bundled: ProbeDB,
                     all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return _scan(bundled, all_daemons, EngineOptions(intensity=9))
+    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions(intensity=9))
 
 
 def check(scan: dict[str, ServiceResult], all_daemons: dict[str, daemons.Daemon],

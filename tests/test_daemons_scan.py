@@ -15,7 +15,7 @@ import pytest
 
 import daemons
 import servprobe
-from servprobe.engine.options import EngineOptions, ServiceTarget
+from servprobe.engine.options import EngineOptions
 from servprobe.probes.model import ProbeDB
 from servprobe.result import ServiceResult
 
@@ -41,24 +41,15 @@ def nmap_db() -> ProbeDB:
     return servprobe.load_db(str(NMAP_DB))
 
 
-def scan_all(db: ProbeDB, running: dict[str, daemons.Daemon],
-             options: EngineOptions) -> dict[str, ServiceResult]:
-    pairs = daemons.endpoints(running)
-    targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
-    results = {r.key: r for r in daemons.servprobe_scan(db, targets, options, SCAN_DEADLINE)}
-    return {e.name: results[(d.host, e.proto, e.port)] for d, e in pairs
-            if (d.host, e.proto, e.port) in results}
-
-
 @pytest.fixture(scope="module")
 def default_scan(nmap_db: ProbeDB, all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return scan_all(nmap_db, all_daemons, EngineOptions())
+    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(), SCAN_DEADLINE)
 
 
 @pytest.fixture(scope="module")
 def version_all_scan(nmap_db: ProbeDB,
                      all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return scan_all(nmap_db, all_daemons, EngineOptions(intensity=9))
+    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(intensity=9), SCAN_DEADLINE)
 
 
 def _daemon_of(running: dict[str, daemons.Daemon], endpoint: str) -> tuple[daemons.Daemon, daemons.Endpoint]:

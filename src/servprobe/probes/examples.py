@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from servprobe.probes.parser import unescape_probe_string
+
 if TYPE_CHECKING:
     from servprobe.probes.model import Identification, ProbeDB
 
@@ -46,7 +48,6 @@ FIELDS = (
     "devicetype",
     "cpes",
 )
-_SIMPLE = {"\\": 0x5C, "0": 0, "a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
 
 
 class ExampleError(ValueError):
@@ -54,33 +55,11 @@ class ExampleError(ValueError):
 
 
 def unescape(text: str) -> bytes:
-    """Decode an example "response" string into the bytes a service sent."""
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch != "\\":
-            code = ord(ch)
-            if code > 0xFF:
-                raise ValueError(f"character {ch!r} at {i} is not a byte; write \\xHH")
-            out.append(code)
-            i += 1
-            continue
-        if i + 1 >= len(text):
-            raise ValueError("trailing backslash")
-        nxt = text[i + 1]
-        if nxt == "x":
-            digits = text[i + 2 : i + 4]
-            if len(digits) != 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-                raise ValueError(f"bad \\x escape at {i}")
-            out.append(int(digits, 16))
-            i += 4
-        elif nxt in _SIMPLE:
-            out.append(_SIMPLE[nxt])
-            i += 2
-        else:
-            raise ValueError(f"unknown escape \\{nxt} at {i}")
-    return bytes(out)
+    """Decode an example "response" string (probe-file escapes) into the bytes a service sent."""
+    for i, ch in enumerate(text):
+        if ord(ch) > 0xFF:
+            raise ValueError(f"character {ch!r} at {i} is not a byte; write \\xHH")
+    return unescape_probe_string(text.encode("latin-1"))
 
 
 def escape(data: bytes) -> str:
