@@ -28,6 +28,21 @@ class RpcInfo:
 
 
 @dataclass(slots=True)
+class ScriptResult:
+    """What one post-processor found on a port, shown as nmap shows a version script.
+
+    `id` is nmap's script name where one exists (amqp-info, http-server-header), else ours;
+    `output` is printable text (normal output's `| id: …` lines, XML's `output` attribute);
+    `elements` is the structured form (XML `<elem key=…>`/`<table>`, JSON Lines `scripts`):
+    str values, lists, or nested dicts of the same.
+    """
+
+    id: str
+    output: str
+    elements: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class ServiceResult:
     """One port of one host, with what version detection found there."""
 
@@ -52,6 +67,7 @@ class ServiceResult:
     probe: str | None = None  # probe whose response matched
     fingerprint: str | None = None  # nmap SF- fingerprint, when unrecognized
     rpc: RpcInfo | None = None
+    scripts: list[ScriptResult] = field(default_factory=list)  # post-processor findings
     hostnames: list[str] = field(default_factory=list)  # of the host, for reporters
     finished: float | None = None  # unix time the result became final
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servprobe.result import HostResult, RpcInfo, ScanRun, ServiceResult
+from servprobe.result import HostResult, RpcInfo, ScanRun, ScriptResult, ServiceResult
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "done", "interrupted", "failed")
@@ -130,6 +130,7 @@ def host_from_json(text: str) -> HostResult:
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ServiceResult))
 _RPC_FIELDS = frozenset(f.name for f in dataclasses.fields(RpcInfo))
+_SCRIPT_FIELDS = frozenset(f.name for f in dataclasses.fields(ScriptResult))
 
 
 def result_from_json(text: str) -> ServiceResult:
@@ -139,7 +140,14 @@ def result_from_json(text: str) -> ServiceResult:
     rpc = kwargs.get("rpc")
     if isinstance(rpc, dict):
         kwargs["rpc"] = RpcInfo(**{k: v for k, v in rpc.items() if k in _RPC_FIELDS})
-    for listed in ("cpes", "hostnames"):
+    scripts = kwargs.get("scripts")
+    if isinstance(scripts, list):
+        kwargs["scripts"] = [
+            ScriptResult(**{k: v for k, v in sc.items() if k in _SCRIPT_FIELDS})
+            for sc in scripts
+            if isinstance(sc, dict)
+        ]
+    for listed in ("cpes", "hostnames", "scripts"):
         if listed in kwargs and kwargs[listed] is None:
             kwargs[listed] = []
     return ServiceResult(**kwargs)
