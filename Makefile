@@ -33,7 +33,7 @@ apt:
 	fi
 
 deps: venv apt
-	$(BIN)/pip install -q -e '.[fast,test]'
+	$(BIN)/pip install -q -e '.[fast,test,dask]'
 
 lint: deps
 	$(BIN)/ruff check src tests bench
