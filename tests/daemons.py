@@ -542,7 +542,8 @@ DNS_NAME = "servprobe.test"
 def dnsmasq() -> Iterator[Daemon]:
     """dnsmasq answering DNS over TCP and UDP on a free port, no upstream, one local name."""
     binary = _require("/usr/sbin/dnsmasq", "dnsmasq-base")
-    version = dpkg_version("dnsmasq")
+    # the package that ships the binary; `dnsmasq` is only the system service around it
+    version = dpkg_version("dnsmasq-base")
     with _workdir("dnsmasq") as d:
         port = free_port(udp_too=True)
         log = d / "dnsmasq.log"
