@@ -5,9 +5,10 @@ BIN     = $(VENV)/bin
 # Everything the test suite needs from Debian: nmap (comparison + its database, DTD, ndiff),
 # xmllint, and the real daemons the integration tests start on loopback (tests/daemons.py).
 # dnsmasq-base: the binary without the system service, whose start would fight over port 53.
+# iproute2 (ip netns) and util-linux (unshare): rpcbind/rpc.statd run in a namespace of the test's.
 APT_PACKAGES = nmap nmap-common ndiff libxml2-utils openssl ssl-cert \
 	openssh-server openssh-client nginx vsftpd postfix redis-server memcached dnsmasq-base \
-	postgresql stunnel4 rpcbind nfs-common tmux
+	postgresql stunnel4 rpcbind nfs-common tmux iproute2 util-linux
 
 .PHONY: run test venv deps apt lint bench clean
 

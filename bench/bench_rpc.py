@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from rpcservers import rpcbind, statd  # noqa: E402
+from rpcservers import netns, rpcbind, statd  # noqa: E402
 from servprobe.engine.options import EngineOptions  # noqa: E402
 from servprobe.result import ServiceResult  # noqa: E402
 from servprobe.rpc.grinder import grind_port, grind_result  # noqa: E402
@@ -133,7 +133,8 @@ def main() -> None:
     print(f"RPC table: {len(table)} programs from {', '.join(table.files)}")
     print(f"runs per servprobe case: {RUNS} (median); nmap: 1 run" if with_nmap else
           "nmap not installed (or --no-nmap): servprobe figures only")
-    with rpcbind(), statd() as sd:
+    # rpcbind needs port 111: in a network namespace of ours (nmap runs inside it too)
+    with netns() as ns, rpcbind(ns), statd(ns) as sd, ns.entered():
         for proto in ("tcp", "udp"):
             report(f"statd {proto}/{sd.port}, pure grind",
                    ours_result(sd.port, proto, portmapper=False),

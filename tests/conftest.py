@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import daemons  # tests/ is not a package; helpers are imported by name
+import rpcservers
 from daemons import Daemon
 
 
@@ -94,6 +95,21 @@ def all_daemons(
         for d in (sshd_daemon, nginx_daemon, vsftpd_daemon, postfix_daemon, redis_daemon,
                   memcached_daemon, dnsmasq_daemon, postgresql_daemon, stunnel_daemon)
     }
+
+
+@pytest.fixture(scope="module")
+def rpc_netns() -> Iterator[rpcservers.Netns]:
+    """A network namespace of this module's own (loopback only), for daemons that need fixed
+    ports such as rpcbind's 111: never colliding with the host's own rpcbind/statd."""
+    with rpcservers.netns() as ns:
+        yield ns
+
+
+@pytest.fixture
+def inside_rpc_netns(rpc_netns: rpcservers.Netns) -> Iterator[None]:
+    """The test body runs inside rpc_netns (use with pytest.mark.usefixtures)."""
+    with rpc_netns.entered():
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,13 +14,17 @@ misbehave on purpose:
 The server counts the calls it saw (`calls`), so tests can assert a grinder gave up early.
 It runs in a background thread; use it as a context manager so it always stops.
 
-Also here: rpcbind() and statd(), context managers that run the real Debian daemons on
-loopback for the integration tests and always stop what they started.
+Also here: netns(), rpcbind(ns) and statd(ns), context managers that run the real Debian
+daemons hermetically (a network namespace the test creates, a private /run) for the
+integration tests and always stop what they started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import secrets
 import shutil
 import socket
 import struct
@@ -28,12 +32,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import daemons  # tests/ is on sys.path (conftest); its process-group start/stop
 from servprobe.rpc.protocol import (
     AUTH_SYS,
     AcceptStat,
@@ -190,17 +195,81 @@ class RpcTestServer:
         self.stop()
 
 
-# -- real daemons: rpcbind (port 111) and rpc.statd ----------------------------------
+# -- real daemons: rpcbind (port 111) and rpc.statd, hermetic ---------------------------
+#
+# rpcbind always binds port 111 and keeps its lock, socket and state under /run
+# (/run/rpcbind.sock, /run/rpcbind.lock, /run/rpcbind/, fixed at build time: Debian 12's
+# rpcbind 1.2.6 has no option to move them); rpc.statd refuses to start while
+# /run/rpc.statd.pid is locked ("Statd service already running!"), and libtirpc registers
+# through /run/rpcbind.sock. So on a host that runs its own rpcbind/statd (any machine using
+# nfs-common) both would collide. Each daemon therefore runs inside a network namespace the
+# test creates (its own loopback, its own port 111) and inside a private mount namespace in
+# which a temporary directory of ours is bind-mounted on /run. The scan runs in the same
+# network namespace: `Netns.entered()` switches the calling thread (and so every socket and
+# subprocess it creates) into it.
 
 RPCBIND = shutil.which("rpcbind") or "/usr/sbin/rpcbind"
 STATD = shutil.which("rpc.statd") or "/usr/sbin/rpc.statd"
 RPCINFO = shutil.which("rpcinfo") or "/usr/sbin/rpcinfo"
+IP = shutil.which("ip") or "/usr/sbin/ip"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 HOST = "127.0.0.1"
+CLONE_NEWNET = 0x40000000
 
 
-def _require(path: str) -> None:
+def _require(path: str, package: str = "rpcbind and nfs-common") -> None:
     if not Path(path).exists():
-        pytest.fail(f"{path} missing: install rpcbind and nfs-common (Makefile APT_PACKAGES)")
+        pytest.fail(f"{path} missing: install {package} (Makefile APT_PACKAGES)")
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+@dataclass
+class Netns:
+    """A network namespace made by `netns()`, with its private /run directory."""
+
+    name: str
+    run_dir: Path
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        """`cmd` run inside this namespace with our directory mounted on /run (every exec
+        keeps the PID, so the Popen's pid is the daemon's)."""
+        return [IP, "netns", "exec", self.name, UNSHARE, "--mount", "--propagation", "private",
+                "sh", "-c", 'mount --bind "$0" /run && exec "$@"', str(self.run_dir), *cmd]
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the calling thread inside this namespace (sockets, threads and subprocesses
+        it creates meanwhile belong to it), and switch back on exit."""
+        with open(f"/run/netns/{self.name}") as target, open("/proc/thread-self/ns/net") as home:
+            _setns(target.fileno())
+            try:
+                yield
+            finally:
+                _setns(home.fileno())
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[Netns]:
+    """A fresh network namespace with loopback up, deleted on exit."""
+    _require(IP, "iproute2")
+    _require(UNSHARE, "util-linux")
+    name = f"servprobe-{os.getpid()}-{secrets.token_hex(3)}"
+    made = subprocess.run([IP, "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail(f"ip netns add {name} failed (these tests need root): {made.stderr.strip()}")
+    try:
+        subprocess.run([IP, "-n", name, "link", "set", "lo", "up"], check=True,
+                       capture_output=True)
+        with tempfile.TemporaryDirectory(prefix="servprobe-rpc-run-") as run_dir:
+            yield Netns(name, Path(run_dir))
+    finally:
+        subprocess.run([IP, "netns", "delete", name], capture_output=True)
 
 
 def _free_port_both() -> int:
@@ -224,41 +293,35 @@ def _tcp_open(port: int) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _rpcinfo() -> str:
-    out = subprocess.run([RPCINFO, "-p", HOST], capture_output=True, text=True, timeout=10)
+def _rpcinfo(ns: Netns) -> str:
+    out = subprocess.run(ns.argv([RPCINFO, "-p", HOST]), capture_output=True, text=True,
+                         timeout=10)
     return out.stdout
 
 
+def _wait(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, log: Path,
+          timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}: {daemons.read_log(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready after {timeout:.0f} s: {daemons.read_log(log)}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
-def rpcbind() -> Iterator[subprocess.Popen[bytes] | None]:
-    """rpcbind on 111; yields our process, or None when a portmapper was already there."""
+def rpcbind(ns: Netns) -> Iterator[subprocess.Popen[bytes]]:
+    """Debian's rpcbind on port 111 of `ns`, stopped (by its PID) on exit."""
     _require(RPCBIND)
-    if _tcp_open(111) and "portmapper" in _rpcinfo():
-        yield None  # a previous run or someone else's: use it, do not stop it
-        return
-    proc = subprocess.Popen([RPCBIND, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not _tcp_open(111):
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                pytest.fail(f"rpcbind exited with {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                pytest.fail("rpcbind did not open port 111")
-            time.sleep(0.05)
+    log = ns.run_dir / "rpcbind.log"
+    with daemons._running(ns.argv([RPCBIND, "-f", "-w"]), log) as proc:
+        def ready() -> bool:
+            with ns.entered():
+                return _tcp_open(111)
+
+        _wait(proc, ready, "rpcbind", log, 10)
         yield proc
-    finally:
-        _stop(proc)
 
 
 @dataclass
@@ -268,38 +331,29 @@ class Statd:
 
 
 @contextlib.contextmanager
-def statd(registered: bool = True) -> Iterator[Statd]:
+def statd(ns: Netns, registered: bool = True) -> Iterator[Statd]:
+    """rpc.statd (no kernel NFS, --no-notify) on a free port of `ns`, its state in a temp dir."""
     _require(STATD)
-    port = _free_port_both()
+    with ns.entered():
+        port = _free_port_both()
     with tempfile.TemporaryDirectory(prefix="servprobe-statd-") as state:
         Path(state, "sm").mkdir()
         Path(state, "sm.bak").mkdir()
-        proc = subprocess.Popen(
-            [STATD, "--no-notify", "-F", "-d", "-p", str(port), "-P", state],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    pytest.fail(f"rpc.statd exited with {proc.returncode}: {err}")
-                ready = _tcp_open(port)
-                if ready and registered:
-                    ready = any(
-                        line.split()[:1] == ["100024"] and line.split()[3] == str(port)
-                        for line in _rpcinfo().splitlines()
-                        if len(line.split()) >= 4
-                    )
-                if ready:
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"rpc.statd not ready on port {port}")
-                time.sleep(0.1)
+        log = Path(state, "statd.log")
+        argv = [STATD, "--no-notify", "-F", "-d", "-p", str(port), "-P", state]
+        with daemons._running(ns.argv(argv), log) as proc:
+            def ready() -> bool:
+                with ns.entered():
+                    if not _tcp_open(port):
+                        return False
+                return not registered or any(
+                    line.split()[:1] == ["100024"] and line.split()[3] == str(port)
+                    for line in _rpcinfo(ns).splitlines()
+                    if len(line.split()) >= 4
+                )
+
+            _wait(proc, ready, "rpc.statd", log, 15)
             yield Statd(proc, port)
-        finally:
-            _stop(proc)
 
 
 # -- stand-alone mode (the benchmark runs servers in their own process, away from its GIL) --

@@ -1,7 +1,8 @@
 """RPC grinding against real daemons: Debian's rpcbind and rpc.statd (nfs-common) on loopback.
 
-rpcbind always binds port 111 (TCP and UDP); the tests start it unless a portmapper already
-answers there (then they use it and never stop it). rpc.statd runs without kernel NFS with
+rpcbind always binds port 111 (TCP and UDP), so it runs in a network namespace this module
+creates (conftest's rpc_netns, see rpcservers.py), where every test body runs too: a host's own
+rpcbind/statd are neither used nor disturbed. rpc.statd runs there without kernel NFS with
 --no-notify, its state in a temporary directory, on a free port, registered with rpcbind.
 
 The portmapper "blocked" by option: EngineOptions(rpc_portmapper=False) must not consult
@@ -20,16 +21,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rpcservers import HOST, RpcTestServer, Statd, pmap_registration, rpcbind, statd
+from rpcservers import HOST, Netns, RpcTestServer, Statd, pmap_registration, rpcbind, statd
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.result import ServiceResult
 from servprobe.rpc.grinder import grind_result, query_portmapper, rpc_scan, wants_grind
 
-pytestmark = pytest.mark.daemon
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
+
 
 @pytest.fixture(scope="module")
-def rpc_env() -> Iterator[Statd]:
-    with rpcbind(), statd() as s:
+def rpc_env(rpc_netns: Netns) -> Iterator[Statd]:
+    with rpcbind(rpc_netns), statd(rpc_netns) as s:
         yield s
 
 
@@ -94,7 +96,8 @@ def test_rpc_scan_over_rpcbind_and_statd(rpc_env: Statd) -> None:
 
 @pytest.mark.slow
 def test_same_answers_as_nmap_sV(rpc_env: Statd) -> None:
-    """nmap -sV (its RPCCheck probe + rpc-grind) and our grinder agree on every column."""
+    """nmap -sV (its RPCCheck probe + rpc-grind) and our grinder agree on every column.
+    (nmap is started from inside the namespace, so it scans the namespace's loopback.)"""
     import shutil
     import subprocess
     import xml.etree.ElementTree as ET

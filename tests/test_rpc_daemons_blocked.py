@@ -1,8 +1,8 @@
 """Pure grinding of a real rpc.statd whose portmapper is really unreachable.
 
 statd registers with an rpcbind started here, then that rpcbind is stopped: statd keeps
-serving, port 111 refuses connections, and the grinder must name statd on its own. (This
-lives in its own module so the module-scoped rpcbind of test_rpc_daemons.py is gone.)
+serving, port 111 refuses connections, and the grinder must name statd on its own. (Its own
+module, so its network namespace holds no rpcbind of test_rpc_daemons.py.)
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rpcservers import HOST, _stop, _tcp_open, rpcbind, statd
+from daemons import _stop
+from rpcservers import HOST, Netns, _tcp_open, rpcbind, statd
 from servprobe.engine.options import EngineOptions
 from servprobe.result import ServiceResult
 from servprobe.rpc.grinder import grind_result, query_portmapper
 
-pytestmark = pytest.mark.daemon
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
 
 
-def test_statd_ground_when_rpcbind_is_unreachable() -> None:
-    with rpcbind() as rb:
-        if rb is None:
-            pytest.skip("port 111 is held by a portmapper this test did not start")
-        with statd() as s:
+def test_statd_ground_when_rpcbind_is_unreachable(rpc_netns: Netns) -> None:
+    # in the module's own network namespace port 111 is ours alone, whatever the host runs
+    with rpcbind(rpc_netns) as rb:
+        with statd(rpc_netns) as s:
             _stop(rb)
             assert not _tcp_open(111)
             assert asyncio.run(query_portmapper(HOST, timeout=1.0)) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servprobe
-from rpcservers import HOST, rpcbind, statd
+from rpcservers import HOST, Netns, Statd, rpcbind, statd
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.net.driver import run_service_scan
 from servprobe.result import ServiceResult
 
-pytestmark = pytest.mark.daemon
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
 
@@ -27,35 +28,39 @@ def _db(which: str):
         if not NMAP_DB.exists():
             pytest.fail("nmap-common's nmap-service-probes is expected on the test machine")
         return servprobe.load_db(str(NMAP_DB))
-    db = servprobe.load_db("bundled")
-    if not any("rpcbind" in {m.service for m in p.matches} for p in db.probes):
-        pytest.skip("the bundled DB has no probe reporting SunRPC as 'rpcbind' yet (H5, issue 5)")
-    return db
+    return servprobe.load_db("bundled")
+
+
+@pytest.fixture(scope="module")
+def rpc_env(rpc_netns: Netns) -> Iterator[Statd]:
+    """rpcbind + rpc.statd in this module's network namespace (see rpcservers.py)."""
+    with rpcbind(rpc_netns), statd(rpc_netns) as s:
+        yield s
 
 
 @pytest.mark.parametrize("which", ["nmap", "bundled"])
 @pytest.mark.parametrize(("portmapper", "via"), [(True, "portmapper"), (False, "grind")])
-def test_service_scan_names_rpc_programs(which: str, portmapper: bool, via: str) -> None:
+def test_service_scan_names_rpc_programs(which: str, portmapper: bool, via: str,
+                                         rpc_env: Statd) -> None:
     db = _db(which)
-    with rpcbind(), statd() as sd:
-        targets = [ServiceTarget(HOST, 111, "tcp"), ServiceTarget(HOST, sd.port, "tcp"),
-                   ServiceTarget(HOST, sd.port, "udp")]
-        out: list[ServiceResult] = []
-        asyncio.run(run_service_scan(db, targets, EngineOptions(rpc_portmapper=portmapper),
-                                     out.append))
-        got = {(r.port, r.proto): (r.service, r.version, r.extrainfo, r.rpc and r.rpc.via)
-               for r in out}
-        assert got == {
-            (111, "tcp"): ("rpcbind", "2-4", "RPC #100000", via),
-            (sd.port, "tcp"): ("status", "1", "RPC #100024", via),
-            (sd.port, "udp"): ("status", "1", "RPC #100024", via),
-        }
+    sd = rpc_env
+    targets = [ServiceTarget(HOST, 111, "tcp"), ServiceTarget(HOST, sd.port, "tcp"),
+               ServiceTarget(HOST, sd.port, "udp")]
+    out: list[ServiceResult] = []
+    asyncio.run(run_service_scan(db, targets, EngineOptions(rpc_portmapper=portmapper),
+                                 out.append))
+    got = {(r.port, r.proto): (r.service, r.version, r.extrainfo, r.rpc and r.rpc.via)
+           for r in out}
+    assert got == {
+        (111, "tcp"): ("rpcbind", "2-4", "RPC #100000", via),
+        (sd.port, "tcp"): ("status", "1", "RPC #100024", via),
+        (sd.port, "udp"): ("status", "1", "RPC #100024", via),
+    }
 
 
-def test_rpc_grind_off_leaves_version_detection_result() -> None:
+def test_rpc_grind_off_leaves_version_detection_result(rpc_env: Statd) -> None:
     db = servprobe.load_db(str(NMAP_DB))
-    with rpcbind(), statd() as sd:
-        out: list[ServiceResult] = []
-        asyncio.run(run_service_scan(db, [ServiceTarget(HOST, sd.port, "tcp")],
-                                     EngineOptions(rpc_grind=False), out.append))
+    out: list[ServiceResult] = []
+    asyncio.run(run_service_scan(db, [ServiceTarget(HOST, rpc_env.port, "tcp")],
+                                 EngineOptions(rpc_grind=False), out.append))
     assert [(r.service, r.rpc) for r in out] == [("rpcbind", None)]
