@@ -195,3 +195,86 @@ def test_stop_halts_a_big_port_scan_at_once() -> None:
     hosts = [h for k, h in rec.events if k == "host"]
     assert hosts and all(h.partial for h in hosts)
     assert rec.events[-1][0] == "finish"
+
+
+def _free_udp_ports(n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    return socks
+
+
+def _closed_tcp_ports(n: int) -> list[int]:
+    """n loopback TCP ports nobody listens on (bound then released, so currently free)."""
+    out: list[int] = []
+    while len(out) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in out:
+            out.append(port)
+    return sorted(out)
+
+
+def _nmap_layout(tcp: list[int], udp: list[int]) -> tuple[dict[str, str], list[tuple[int, str, str, str]]]:
+    """nmap 7.93's own folding of the same ports: ({proto/state: count}, listed ports)."""
+    import shutil
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    nmap = shutil.which("nmap")
+    assert nmap, "nmap is installed by make test (APT_PACKAGES)"
+    spec = f"T:{','.join(map(str, tcp))}" + (f",U:{','.join(map(str, udp))}" if udp else "")
+    scans = ["-sT"] + (["-sU"] if udp else [])
+    out = subprocess.run([nmap, *scans, "-n", "-Pn", "--max-retries", "1", "-p", spec, "-oX", "-", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    host = ET.fromstring(out).find("host")
+    assert host is not None
+    ports_el = host.find("ports")
+    assert ports_el is not None
+    shown = {}
+    for e in ports_el.findall("extraports"):
+        for r in e.findall("extrareasons"):
+            shown[f"{r.get('proto')}/{e.get('state')}"] = r.get("count")
+    listed = sorted((int(p.get("portid")), p.get("protocol"), p.find("state").get("state"), "")  # type: ignore[union-attr]
+                    for p in ports_el.findall("port"))
+    return shown, listed  # type: ignore[return-value]
+
+
+def _ours(tcp: list[int], udp: list[int]) -> tuple[dict[str, str], list[tuple[int, str, str, str]]]:
+    rec = Recorder()
+    config = RunConfig(
+        ports=PortSelection({"tcp": tcp, "udp": udp}),
+        portscan=PortScanConfig(timeout=0.5, retries=0, concurrency=64),
+        reverse_dns=False,
+        skip_discovery=True,
+    )
+    runner = ScanRunner(build_target_list(["127.0.0.1"]), config, Outputs([rec]), ScanRun(args=[], start=time.time()), None)
+    asyncio.run(runner.execute())
+    (host,) = [h for k, h in rec.events if k == "host"]
+    shown = {f"{e.proto}/{e.state}": str(e.count) for e in host.extra}
+    listed = sorted((p.port, p.proto, p.state, "") for p in host.ports)
+    return shown, listed
+
+
+def test_folding_matches_nmap_per_state_across_protocols() -> None:
+    # bug 3 (issue 11): open|filtered UDP ports were listed or folded depending on whether
+    # an unrelated TCP group was folded (the runner never folded open|filtered, reporters
+    # re-folded only when nothing else was); and nmap counts a state over every protocol.
+    # Before the fix both layouts below differed from nmap.
+    silent = _free_udp_ports(26)  # silent UDP sockets: open|filtered
+    try:
+        udp = sorted(s.getsockname()[1] for s in silent)
+        tcp = _closed_tcp_ports(30)  # 30 closed TCP ports: folded in any case
+        assert _ours(tcp, udp) == _nmap_layout(tcp, udp)
+    finally:
+        for s in silent:
+            s.close()
+    # 10 closed TCP + 20 closed UDP: 30 closed ports in all, so nmap folds both groups
+    tcp = _closed_tcp_ports(10)
+    udp = _closed_tcp_ports(20)  # free TCP ports are very likely free UDP ports too: closed
+    ours, theirs = _ours(tcp, udp), _nmap_layout(tcp, udp)
+    assert ours == theirs and ours[1] == []

@@ -22,6 +22,9 @@ class ServiceTarget:
     port: int
     proto: Literal["tcp", "udp"]
     hostname: str | None = None  # for TLS SNI and reports
+    # the host timeout's deadline on the event loop's clock (loop.time()), set by the scan
+    # runner, whose clock is the only one: the driver aborts the service when it passes
+    deadline: float | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class EngineOptions:
     fingerprints: bool = True  # build SF- fingerprints for unrecognized services
     rpc_grind: bool = True
     rpc_portmapper: bool = True  # RPC grinder may ask the host's portmapper (111) first (H6)
+    version_scripts: str = "all"  # post-processors (servprobe.post): all, none or ID,ID...
     max_read: int = 4096  # bytes kept per response (nmap: 4096)
     regex_timeout: float = 0.5  # seconds per regex call; a timeout counts as no match
     # speculation (engine.state): how long NULL must stay silent beyond a speculative answer's

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Protocol
 
 from servprobe.escape import terminal_safe
@@ -88,30 +88,75 @@ class Outputs:
                     self.errors.append(f"{type(r).__name__}: {exc}")
 
 
+# states nmap never folds, whatever their count (PortList::isIgnoredState); with --open,
+# the states that may still be open are kept too
+NEVER_FOLDED = frozenset({"open"})
+KEPT_WITH_OPEN_ONLY = frozenset({"open", "open|filtered", "unfiltered"})
+
+
+def folded_states(counts: dict[str, int], threshold: int = COLLAPSE_THRESHOLD,
+                  open_only: bool = False) -> set[str]:
+    """The states summarised as "Not shown" instead of listed — nmap's rule: a state is
+    folded when its port count, summed over every protocol of the host, exceeds `threshold`
+    (so 20 closed tcp + 10 closed udp ports fold both); `open` never is; with --open every
+    state that cannot be open is."""
+    if open_only:
+        return {s for s, n in counts.items() if n and s not in KEPT_WITH_OPEN_ONLY}
+    return {s for s, n in counts.items() if n > threshold and s not in NEVER_FOLDED}
+
+
+def collapse_ports(
+    results: Iterable[ServiceResult],
+    bulk: Iterable[tuple[str, str, str, Sequence[int]]] = (),
+    make: Callable[[str, int, str, str], ServiceResult] | None = None,
+    threshold: int = COLLAPSE_THRESHOLD,
+    open_only: bool = False,
+) -> tuple[list[ServiceResult], list[ExtraPorts]]:
+    """The one port-collapsing function (runner and every reporter): (listed, extra).
+
+    `results` are ports with a result each; `bulk` are (proto, state, reason, ports) groups
+    kept as bare port numbers (65,535 closed ports need no objects): those of a folded state
+    are only counted, the others become `make(proto, port, state, reason)` results. Listed
+    ports are TCP first, by port; extra groups by count, largest first (nmap's order)."""
+    results = list(results)
+    bulk = list(bulk)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    for _, state, _, ports in bulk:
+        counts[state] = counts.get(state, 0) + len(ports)
+    folded = folded_states(counts, threshold, open_only)
+    listed: list[ServiceResult] = []
+    groups: dict[tuple[str, str], tuple[dict[str, int], list[int]]] = {}
+    for r in results:
+        if r.state in folded:
+            reasons, ports = groups.setdefault((r.proto, r.state), ({}, []))
+            reason = r.reason or "unknown"
+            reasons[reason] = reasons.get(reason, 0) + 1
+            ports.append(r.port)
+        else:
+            listed.append(r)
+    for proto, state, reason, ports in bulk:
+        if state in folded:
+            reasons, members = groups.setdefault((proto, state), ({}, []))
+            reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + len(ports)
+            members.extend(ports)
+        elif make is not None:
+            listed.extend(make(proto, port, state, reason) for port in ports)
+    extra = [
+        ExtraPorts(state, proto, len(ports), reasons, sorted(ports))  # type: ignore[arg-type]
+        for (proto, state), (reasons, ports) in groups.items()
+    ]
+    listed.sort(key=lambda r: (r.proto != "tcp", r.port))
+    extra.sort(key=lambda e: (-e.count, e.proto != "tcp", e.proto, e.state))
+    return listed, extra
+
+
 def split_ports(
     results: Iterable[ServiceResult], threshold: int = COLLAPSE_THRESHOLD
 ) -> tuple[list[ServiceResult], list[ExtraPorts]]:
-    """nmap's rule: a non-open state with more than `threshold` ports on a protocol is
-    summarised ("Not shown: ...") instead of listed."""
-    results = list(results)
-    groups: dict[tuple[str, str], list[ServiceResult]] = {}
-    for r in results:
-        groups.setdefault((r.proto, r.state), []).append(r)
-    listed: list[ServiceResult] = []
-    extra: list[ExtraPorts] = []
-    for (proto, state), members in groups.items():
-        if state not in ("open",) and len(members) > threshold:
-            reasons: dict[str, int] = {}
-            for m in members:
-                reasons[m.reason or "unknown"] = reasons.get(m.reason or "unknown", 0) + 1
-            extra.append(
-                ExtraPorts(state, proto, len(members), reasons, sorted(m.port for m in members))  # type: ignore[arg-type]
-            )
-        else:
-            listed.extend(members)
-    listed.sort(key=lambda r: (r.proto != "tcp", r.port))
-    extra.sort(key=lambda e: (e.proto != "tcp", -e.count))
-    return listed, extra
+    """collapse_ports for ports that all have a result (a host built without the runner)."""
+    return collapse_ports(results, threshold=threshold)
 
 
 def extra_text(extra: Iterable[ExtraPorts]) -> str:

@@ -14,16 +14,17 @@ name (method "table") — and the reporters still get `finish`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import time
-from array import array
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from servprobe.engine.options import ServiceTarget
-from servprobe.report.base import COLLAPSE_THRESHOLD, Outputs
-from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
+from servprobe.report.base import COLLAPSE_THRESHOLD, Outputs, collapse_ports
+from servprobe.result import HostResult, ScanRun, ServiceResult
 from servprobe.scan.ports import PortSelection
 from servprobe.scan.portscan import HostPorts, PortScanConfig, PortScanner
 from servprobe.scan.services import service_name
@@ -48,6 +49,8 @@ class RunConfig:
     hostgroup: int = 256
     collapse_threshold: int = COLLAPSE_THRESHOLD
     open_only: bool = False  # --open: list only open ports, report only hosts having some
+    # per-port inputs: connect-scan the listed ports first (-p given) instead of trusting them
+    verify_listed: bool = False
 
 
 @dataclass
@@ -78,10 +81,18 @@ class _Host:
         self.ports = HostPorts(target.address)
         self.services: dict[tuple[str, int], ServiceResult] = {}
         self.pending: set[tuple[str, int]] = set()
+        # open ports found but not yet handed to the engine: the engine pulls them as it has
+        # room, so a fast port scan never piles up targets (memory stays flat)
+        self.todo: deque[tuple[str, int]] = deque()
+        self.in_engine = 0  # handed to the engine, result not back yet
+        self.deadline: float | None = None  # the host timeout, on the event loop's clock
         self.portscan_done = False
         self.idle = asyncio.Event()
-        self.finished = asyncio.Event()
         self.reported = False
+        self.finished = asyncio.Event()
+        # set once reported and nothing of it is left in the engine: a later mention of the
+        # same address starts only then, so no late result is credited to it
+        self.drained = asyncio.Event()
 
 
 class ScanRunner:
@@ -106,14 +117,25 @@ class ScanRunner:
         self.stats = Stats()
         self.scanner: PortScanner | None = None
         self._hosts: dict[str, _Host] = {}
-        self._queue: asyncio.Queue[ServiceTarget | None] = asyncio.Queue()
+        self._ready: deque[_Host] = deque()  # hosts with open ports waiting for the engine
+        self._ready_event = asyncio.Event()
+        self._feed_closed = False
+        self._hosts_up = 0  # reported hosts that were up (run.hosts is not kept: memory)
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
         try:
             self.stats.hosts_total = self.targets.count()
         except (OSError, ValueError):
             self.stats.hosts_total = 0
-        self.stats.ports_total = self.stats.hosts_total * self.config.ports.total()
+        per_host = self.config.ports.total()
+        # per-port inputs (servprobe.scan.inputs) know their own count
+        ports_count = getattr(self.targets, "ports_count", None)
+        try:
+            self.stats.ports_total = (
+                ports_count(per_host) if ports_count else self.stats.hosts_total * per_host
+            )
+        except (OSError, ValueError):
+            self.stats.ports_total = 0
 
     # -- control ------------------------------------------------------------------------------
 
@@ -145,9 +167,9 @@ class ScanRunner:
                     host.result.partial = True
                     self._finish_host(host)
             self.run.end = time.time()
-            # counts of reported hosts (run.hosts keeps the up ones; down ones are only counted)
+            # counts of reported hosts; hosts themselves went to the reporters, not into run.hosts
             self.run.hosts_total = self.stats.hosts_done
-            self.run.hosts_up = sum(1 for h in self.run.hosts if h.status == "up")
+            self.run.hosts_up = self._hosts_up
             if self.scanner is not None:
                 self.scanner.close()
             self.outputs.finish(self.run)
@@ -159,11 +181,28 @@ class ScanRunner:
     # -- the pipeline -------------------------------------------------------------------------
 
     async def _feed(self) -> AsyncIterator[ServiceTarget]:
+        """Open ports for the engine, pulled as it has room; hosts take turns, and a host
+        reported (timed out, stopped) is skipped with whatever it still had queued."""
         while True:
-            item = await self._queue.get()
-            if item is None:
+            while self._ready:
+                host = self._ready.popleft()
+                if host.reported or not host.todo:
+                    continue
+                proto, port = host.todo.popleft()
+                if host.todo:
+                    self._ready.append(host)
+                host.in_engine += 1
+                yield ServiceTarget(
+                    host.target.address, port, proto, host.target.hostname, deadline=host.deadline  # type: ignore[arg-type]
+                )
+            if self._feed_closed:
                 return
-            yield item
+            self._ready_event.clear()
+            await self._ready_event.wait()
+
+    def _close_feed(self) -> None:
+        self._feed_closed = True
+        self._ready_event.set()
 
     async def _scan_all(self) -> None:
         self.scanner = PortScanner(self.config.portscan)
@@ -190,7 +229,7 @@ class ScanRunner:
             if tasks:
                 await asyncio.gather(*tasks)
             if engine is not None:
-                self._queue.put_nowait(None)
+                self._close_feed()
                 # every host is reported by now; a service still running belongs to a host
                 # that timed out, and its result would be dropped: do not wait long for it
                 done, _ = await asyncio.wait({engine}, timeout=2.0)
@@ -211,11 +250,21 @@ class ScanRunner:
             # since engine results are routed to hosts by address
             while (earlier := self._hosts.get(target.address)) is not None:
                 await earlier.finished.wait()
+                # its services still in the engine were aborted at its deadline: their results
+                # come back at once; an engine that never answers must not block this mention
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await earlier.drained.wait()
+                if self._hosts.get(target.address) is earlier:
+                    del self._hosts[target.address]
             host = _Host(target)
             self._hosts[target.address] = host
             try:
                 if self.config.host_timeout:
-                    async with asyncio.timeout(self.config.host_timeout):
+                    # the one host-timeout clock: the engine gets this deadline with each of
+                    # the host's services and aborts them when it passes
+                    host.deadline = asyncio.get_running_loop().time() + self.config.host_timeout
+                    async with asyncio.timeout_at(host.deadline):
                         await self._scan_host(host)
                 else:
                     await self._scan_host(host)
@@ -234,7 +283,9 @@ class ScanRunner:
             host.result.status, host.result.reason = "unknown", "user-set"
             self._finish_host(host)
             return
-        if self.config.skip_discovery:
+        listed = None if host.target.ports is None else dict(host.target.ports)
+        if self.config.skip_discovery or listed is not None:
+            # a per-port input already found these ports open: no discovery
             host.result.status, host.result.reason = "up", "user-set"
             self.stats.hosts_up += 1
         else:
@@ -254,6 +305,8 @@ class ScanRunner:
         )
 
         def on_port(proto: str, port: int, state: str, reason: str) -> None:
+            if host.reported:
+                return  # a connect still in flight when the host timed out: not this scan's
             self.stats.ports_done += 1
             if self.on_discovered is not None and state == "open":
                 self.on_discovered(address, proto, port, state)
@@ -261,13 +314,23 @@ class ScanRunner:
                 return
             host.pending.add((proto, port))
             self.stats.services_total += 1
-            self._queue.put_nowait(
-                ServiceTarget(address, port, proto, host.target.hostname)  # type: ignore[arg-type]
-            )
+            if not host.todo:
+                self._ready.append(host)
+                self._ready_event.set()
+            host.todo.append((proto, port))
 
-        await self.scanner.scan_host(
-            address, self.config.ports.ports, family, on_port, result=host.ports
-        )
+        if listed is not None and not self.config.verify_listed:
+            # per-port input without -p: the listed ports are taken as open, no port scan
+            for proto, plist in listed.items():
+                for port in plist:
+                    host.ports.record(proto, port, "open", "user-set")
+                    on_port(proto, port, "open", "user-set")
+        else:
+            await self.scanner.scan_host(
+                address,
+                {p: list(v) for p, v in listed.items()} if listed is not None else self.config.ports.ports,
+                family, on_port, result=host.ports,
+            )
         host.portscan_done = True
         if rdns is not None:
             try:
@@ -285,7 +348,11 @@ class ScanRunner:
     def _on_service(self, result: ServiceResult) -> None:
         self.stats.services_done += 1
         host = self._hosts.get(result.address)
-        if host is None or host.reported:
+        if host is None:
+            return
+        host.in_engine -= 1
+        if host.reported:
+            self._maybe_drained(host)
             return
         key = (result.proto, result.port)
         host.pending.discard(key)
@@ -318,55 +385,48 @@ class ScanRunner:
             finished=time.time(),
         )
 
+    def _maybe_drained(self, host: _Host) -> None:
+        if host.reported and host.in_engine <= 0 and not host.drained.is_set():
+            host.drained.set()
+            if self._hosts.get(host.target.address) is host:
+                del self._hosts[host.target.address]
+
     def _finish_host(self, host: _Host) -> None:
-        """Build the HostResult (nmap's collapsing of big non-open groups) and report it."""
+        """Build the HostResult (nmap's folding of big non-open groups) and report it."""
         if host.reported:
             return
         host.reported = True
         host.finished.set()
+        host.todo.clear()
         res = host.result
         res.endtime = time.time()
-        self._hosts.pop(host.target.address, None)
         self.stats.hosts_done += 1
-        threshold = -1 if self.config.open_only else self.config.collapse_threshold
-        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        for (proto, port), (state, reason) in host.ports.notable.items():
-            if (proto, port) not in host.services:
-                groups.setdefault((proto, state), []).append((port, reason))
-        listed: list[ServiceResult] = list(host.services.values())
-        extra: list[ExtraPorts] = []
-        bulk: dict[tuple[str, str], list[tuple[str, array[int]]]] = {}
-        for (proto, state, reason), ports in host.ports.bulk.items():
-            bulk.setdefault((proto, state), []).append((reason, ports))
-        for (proto, state), parts in bulk.items():
-            total = sum(len(p) for _, p in parts)
-            if total > threshold:
-                # summarised without ever building a per-port object
-                all_ports = sorted(itertools.chain.from_iterable(p for _, p in parts))
-                reasons = {reason: len(p) for reason, p in parts}
-                extra.append(ExtraPorts(state, proto, total, reasons, all_ports))  # type: ignore[arg-type]
-            else:
-                for reason, p in parts:
-                    groups.setdefault((proto, state), []).extend((port, reason) for port in p)
-        for (proto, state), members in groups.items():
-            if state not in ("open", "open|filtered") and len(members) > threshold:
-                reasons: dict[str, int] = {}
-                for _, reason in members:
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                extra.append(
-                    ExtraPorts(state, proto, len(members), reasons, sorted(p for p, _ in members))  # type: ignore[arg-type]
-                )
-            else:
-                listed.extend(self._table_result(host, proto, p, state, r) for p, r in members)
-        listed.sort(key=lambda r: (r.proto != "tcp", r.port))
-        extra.sort(key=lambda e: (e.proto != "tcp", -e.count))
+        self._maybe_drained(host)
+        results = list(host.services.values())
+        results.extend(
+            self._table_result(host, proto, port, state, reason)
+            for (proto, port), (state, reason) in host.ports.notable.items()
+            if (proto, port) not in host.services
+        )
+        bulk = [(proto, state, reason, ports) for (proto, state, reason), ports in host.ports.bulk.items()]
+        listed, extra = collapse_ports(
+            results,
+            bulk,
+            make=lambda proto, port, state, reason: self._table_result(host, proto, port, state, reason),
+            threshold=self.config.collapse_threshold,
+            open_only=self.config.open_only,
+        )
+        if self.service_scan is not None and (res.partial or res.timedout):
+            for r in listed:
+                if r.method == "table" and r.state in ("open", "open|filtered"):
+                    r.unfinished = True  # cut short: the port-table name is only a guess
         res.ports = listed
         res.extra = extra
         res.extraports = {}
         for e in extra:
             res.extraports[e.state] = res.extraports.get(e.state, 0) + e.count
         if res.status == "up":
-            self.run.hosts.append(res)
+            self._hosts_up += 1
         streamed = {s.key for s in host.services.values()}
         for r in listed:
             if r.key not in streamed:

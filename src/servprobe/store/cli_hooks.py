@@ -305,8 +305,6 @@ class _Outputs:
             for r in host.ports:
                 self._inner.port(r)
             self._inner.host(host)
-            if host.status == "up":
-                run.hosts.append(host)
 
     def port(self, result: ServiceResult) -> None:
         self._reporter.port(result)
@@ -322,9 +320,8 @@ class _Outputs:
             if getattr(run, "hosts_total", None) is not None:
                 run.hosts_total = (run.hosts_total or 0) + len(self._replay)
             if getattr(run, "hosts_up", None) is not None:
-                # run.hosts holds the replayed up hosts too: count from it, never add twice
-                run.hosts_up = sum(1 for h in run.hosts if h.status == "up")
-            run.hosts.sort(key=lambda h: _address_key(h.address))
+                # the runner counts hosts without keeping them (memory): add the replayed ones
+                run.hosts_up = (run.hosts_up or 0) + sum(1 for h in self._replay if h.status == "up")
         self._reporter.finish(run)
         try:
             self._inner.finish(run)
