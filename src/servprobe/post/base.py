@@ -1,0 +1,172 @@
+"""The contract of a post-processor: a sans-IO machine, its trigger, and what it finds.
+
+A post-processor runs after the walk (engine/) has decided a service. Its machine never
+touches a socket or a clock: the runner (servprobe.post.runner) opens the one connection the
+machine asks for (TCP, TLS when the service is tunnelled, or UDP), sends what `start` and
+`feed` return, feeds every chunk received with the current unix time, tells it about EOF, and
+stops it at its deadline. `finish()` then returns a Finding (or None: nothing learnt).
+
+Rules every machine keeps: bounded buffers (MAX_BUFFER), no exception on any input (a
+malformed answer ends the exchange with what was learnt so far), text from the service only
+through `text()` (printable, length-limited).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from servprobe.escape import printable_bytes
+from servprobe.result import ScriptResult, ServiceResult
+
+MAX_BUFFER = 65536  # bytes a machine keeps from one exchange
+FIELD_LIMITS = {"product": 80, "version": 80, "hostname": 80, "extrainfo": 256, "ostype": 32,
+                "devicetype": 32}  # nmap's truncation of the version fields
+
+
+def text(data: bytes | str, limit: int = 1024) -> str:
+    """Service bytes as printable text (non-printables as \\xHH), at most `limit` chars."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    return printable_bytes(data[:limit])
+
+
+@dataclass(slots=True)
+class Finding:
+    """What a post-processor learnt: fields that refine the result, and its script output."""
+
+    script: ScriptResult | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # product/version/extrainfo/...
+    cpes: list[str] = field(default_factory=list)
+    service: str | None = None  # a service name, only used when the walk found none
+
+
+class Machine:
+    """Base class of post-processor machines: one exchange on one connection."""
+
+    proto: Literal["tcp", "udp"] = "tcp"
+    follow_tunnel = True  # speak TLS when the service was found inside TLS
+
+    def __init__(self, result: ServiceResult) -> None:
+        self.result = result
+        self.done = False
+
+    def start(self, now: float) -> list[bytes]:
+        """What to send once connected (empty: wait for the server to speak first)."""
+        return []
+
+    def feed(self, data: bytes, now: float) -> list[bytes]:
+        """Bytes received; returns more to send. Sets `done` when the exchange is over."""
+        return []
+
+    def eof(self, now: float) -> None:
+        """The server closed the connection."""
+        self.done = True
+
+    def finish(self) -> Finding | None:
+        """What was learnt (called once, after done, EOF, the deadline, or a failed connect)."""
+        return None
+
+
+class Buffered(Machine):
+    """A machine that keeps everything received (up to MAX_BUFFER) and parses it whole."""
+
+    def __init__(self, result: ServiceResult) -> None:
+        super().__init__(result)
+        self.buf = b""
+
+    def feed(self, data: bytes, now: float) -> list[bytes]:
+        self.buf += data[: MAX_BUFFER - len(self.buf)]
+        out = self.parse(now)
+        if len(self.buf) >= MAX_BUFFER:
+            self.done = True
+        return out
+
+    def parse(self, now: float) -> list[bytes]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """Which results a post-processor applies to.
+
+    It applies when the protocol fits and any of: the service name is in `services`, the port
+    is in `ports`, or `when(result)` says so. `tunnel` None accepts both plain and TLS.
+    """
+
+    proto: Literal["tcp", "udp"] = "tcp"
+    services: frozenset[str] = frozenset()
+    ports: frozenset[int] = frozenset()
+    tunnel: Literal["ssl", "plain"] | None = None
+    when: Callable[[ServiceResult], bool] | None = None
+
+    def fits(self, r: ServiceResult) -> bool:
+        if r.proto != self.proto or r.state not in ("open", "open|filtered"):
+            return False
+        if self.tunnel == "ssl" and r.tunnel != "ssl":
+            return False
+        if self.tunnel == "plain" and r.tunnel == "ssl":
+            return False
+        if r.service in self.services or r.port in self.ports:
+            return True
+        return self.when is not None and self.when(r)
+
+
+@dataclass(frozen=True, slots=True)
+class PostProcessor:
+    """One registered post-processor: its id (nmap's script name where nmap has one)."""
+
+    id: str
+    trigger: Trigger
+    machine: Callable[[ServiceResult], Machine]
+    summary: str  # one line for --help and the docs
+    offline: bool = False  # needs no connection (reads the result only)
+
+
+def format_output(elements: dict[str, Any], indent: int = 1) -> str:
+    """Structured elements as nmap prints a script's table: "\\n  key: value" lines.
+
+    Nested dicts become indented blocks under "key: ", lists one item per line.
+    """
+    lines: list[str] = []
+    _format(elements, indent, lines)
+    return "".join("\n" + line for line in lines)
+
+
+def _format(value: Any, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, dict | list):
+                lines.append(f"{pad}{k}: ")
+                _format(v, depth + 1, lines)
+            else:
+                lines.append(f"{pad}{k}: {v}")
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, dict | list):
+                _format(v, depth + 1, lines)
+            else:
+                lines.append(f"{pad}{v}")
+    else:
+        lines.append(f"{pad}{value}")
+
+
+def apply(result: ServiceResult, finding: Finding) -> None:
+    """Refine `result` in place with what a post-processor found."""
+    for name, value in finding.fields.items():
+        if value and name in FIELD_LIMITS:
+            setattr(result, name, value[: FIELD_LIMITS[name]])
+    for cpe in finding.cpes:
+        if cpe not in result.cpes:
+            result.cpes.append(cpe)
+    if finding.service and not result.service:
+        result.service = finding.service
+    if finding.fields and result.method == "table" and result.service:
+        # the service answered its own protocol: as sure as a probe match
+        result.method = "probed"
+        result.conf = 10
+    if finding.script is not None:
+        result.scripts = [s for s in result.scripts if s.id != finding.script.id]
+        result.scripts.append(finding.script)

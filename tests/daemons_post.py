@@ -1,0 +1,143 @@
+"""Real Debian daemons the post-processor tests need, on 127.0.0.1 free ports.
+
+Owns: rabbitmq-server (with its own epmd), mosquitto and snmpd, each hermetic (own config,
+state and log directories, node name and ports), reusing tests/daemons.py's helpers for
+ports, process groups, waiting and dpkg versions. Stopping signals only the process groups
+started here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from daemons import (
+    HOST,
+    Daemon,
+    DaemonError,
+    Endpoint,
+    _require,
+    _running,
+    _wait_tcp,
+    _workdir,
+    dpkg_version,
+    free_port,
+    read_log,
+)
+
+RABBITMQ_START_TIMEOUT = 90.0  # Erlang boots slowly on 2 shared cores
+
+
+@contextlib.contextmanager
+def rabbitmq() -> Iterator[Daemon]:
+    """RabbitMQ on a free AMQP port, with its own epmd, node name, Mnesia and logs."""
+    server = _require("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
+    epmd = _require("epmd", "erlang-base")
+    version = dpkg_version("rabbitmq-server")
+    with _workdir("rabbitmq") as d:
+        amqp, dist, epmd_port = free_port(), free_port(), free_port()
+        node = f"servprobe{amqp}@localhost"
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {HOST}:{amqp}\nloopback_users = none\n"
+            "log.console = true\nlog.file = false\n"
+        )
+        (d / "enabled_plugins").write_text("[].\n")
+        env = {
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(d), "LANG": "C.UTF-8",
+            "ERL_EPMD_PORT": str(epmd_port), "ERL_EPMD_ADDRESS": HOST,
+            "RABBITMQ_NODENAME": node, "RABBITMQ_NODE_IP_ADDRESS": HOST,
+            "RABBITMQ_NODE_PORT": str(amqp), "RABBITMQ_DIST_PORT": str(dist),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+        }
+        log = d / "rabbitmq.log"
+        # epmd in the foreground in a group of ours: the one erl would start daemonizes
+        with _running([epmd, "-port", str(epmd_port), "-address", HOST], d / "epmd.log", env=env) as ep:
+            _wait_tcp(epmd_port, ep, "epmd", d / "epmd.log")
+            with _running([server], log, env=env, cwd=d) as proc:
+                _wait_tcp(amqp, proc, "rabbitmq-server", log, timeout=RABBITMQ_START_TIMEOUT)
+                yield Daemon("rabbitmq", "rabbitmq-server", version, [Endpoint("rabbitmq", amqp)],
+                             d, log, proc.pid, extra={"node": node})
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[Daemon]:
+    """Mosquitto with one anonymous listener on a free port."""
+    binary = _require("/usr/sbin/mosquitto", "mosquitto")
+    version = dpkg_version("mosquitto")
+    with _workdir("mosquitto") as d:
+        port = free_port()
+        conf = d / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
+            f"pid_file {d / 'mosquitto.pid'}\nlog_dest stderr\nuser root\n"
+        )
+        log = d / "mosquitto.log"
+        with _running([binary, "-c", str(conf)], log) as proc:
+            _wait_tcp(port, proc, "mosquitto", log)
+            yield Daemon("mosquitto", "mosquitto", version, [Endpoint("mosquitto", port)], d, log,
+                         proc.pid)
+
+
+SNMP_COMMUNITY = "public"
+
+
+@contextlib.contextmanager
+def snmpd() -> Iterator[Daemon]:
+    """net-snmp's snmpd on a free UDP port: read-only community `public`, its own state."""
+    binary = _require("/usr/sbin/snmpd", "snmpd")
+    version = dpkg_version("snmpd")
+    with _workdir("snmpd") as d:
+        port = free_port(udp_too=True)
+        conf = d / "snmpd.conf"
+        conf.write_text(
+            f"agentAddress udp:{HOST}:{port}\nrocommunity {SNMP_COMMUNITY} {HOST}\n"
+            "sysLocation servprobe test\nsysContact nobody\nsysServices 72\n"
+        )
+        log = d / "snmpd.log"
+        env = {"PATH": "/usr/bin:/bin", "SNMPCONFPATH": str(d), "MIBS": "", "HOME": str(d)}
+        argv = [binary, "-f", "-C", "-c", str(conf), "-Lf", str(log), "-p", str(d / "snmpd.pid"),
+                "-I", "-smux,mteTrigger,mteTriggerConf", f"--persistentDir={d / 'state'}"]
+        with _running(argv, d / "stderr.log", env=env) as proc:
+            _wait_udp_snmp(port, proc.poll, log)
+            yield Daemon("snmpd", "snmpd", version, [Endpoint("snmpd", port, "udp")], d, log,
+                         proc.pid)
+
+
+# a v1 GetRequest for sysDescr.0 with community public (RFC 1157 encoding)
+_SNMP_V1_GET = bytes.fromhex(
+    "302602010004067075626c6963a019020101020100020100300e300c06082b060102010101000500"
+)
+
+
+def _wait_udp_snmp(port: int, poll: object, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            if callable(poll) and poll() is not None:
+                raise DaemonError(f"snmpd exited before answering:\n{read_log(log)}")
+            with contextlib.suppress(OSError):
+                s.sendto(_SNMP_V1_GET, (HOST, port))
+                if s.recv(4096):
+                    return
+    raise DaemonError(f"snmpd not answering on {HOST}:{port}/udp:\n{read_log(log)}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    with contextlib.ExitStack() as stack:
+        for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
+            dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd}[name]())
+            print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
