@@ -138,6 +138,9 @@ def build_parser() -> _Parser:
     g.add_argument("--version-all", action="store_true", help="intensity 9")
     g.add_argument("--version-trace", action="store_true", help="show every probe sent and answer received")
     g.add_argument("--allports", action="store_true", help="also probe ports the probe file excludes")
+    g.add_argument("--version-scripts", metavar="all|none|ID,...", default="all",
+                   help="post-processors after the match, nmap's version scripts (default all; "
+                   "ids: amqp-info, mqtt-subscribe, snmp-info, ...)")
     g.add_argument("--db", metavar="PATH|bundled|nmap", help="probe database (default: nmap's if installed, else bundled)")
     g.add_argument("--probe-parallelism", type=_int_range(1, 64), metavar="N", help="speculative probe connections per service")
     g.add_argument("--sequential", action="store_true", help="nmap's exact one-probe-at-a-time order and waits")
@@ -235,6 +238,13 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         opts.probe_parallelism = args.probe_parallelism
     if args.sR:
         opts.rpc_grind = True
+    from servprobe.post import SelectionError, select
+
+    try:
+        select(args.version_scripts)
+    except SelectionError as exc:
+        raise UsageError(f"--version-scripts: {exc}") from None
+    opts.version_scripts = args.version_scripts
     return opts
 
 

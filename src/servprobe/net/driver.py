@@ -42,6 +42,7 @@ from servprobe.engine.state import (
     describe,
 )
 from servprobe.net.conn import TcpProtocol, UdpProtocol
+from servprobe.post import refine as post_refine
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
@@ -382,6 +383,9 @@ async def run_service_scan(
                     result = await grinder.grind_result(result, options)
             except Exception as exc:  # the grinder must not lose the result
                 tracer(runner.where, f"RPC grinding failed: {exc!r}")
+        # post-processors (servprobe.post, issue 12): nmap's version scripts, natively
+        result = await post_refine(result, options, host.budget, host.deadline,
+                                   (lambda text: tracer(runner.where, text)) if tracer.trace else None)
         return result
 
     async def worker(host: _Host) -> None:

@@ -52,6 +52,8 @@ def port_dict(r: ServiceResult) -> dict[str, Any]:
     d["cpes"] = list(r.cpes)
     d["hostnames"] = list(r.hostnames)
     d["rpc"] = dataclasses.asdict(r.rpc) if r.rpc is not None else None
+    # post-processor findings by script id, as nmap's XML keys them
+    d["scripts"] = {sc.id: {"output": sc.output, "elements": sc.elements} for sc in r.scripts}
     d["display_service"] = r.display_service()
     d["display_version"] = r.display_version()
     return d

@@ -47,10 +47,24 @@ def port_table(results: list[ServiceResult], service_scan: bool, reason: bool = 
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
-    for row in rows:
+    for n, row in enumerate(rows):
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
         lines.append(" ".join(cells).rstrip())
+        if n and service_scan:
+            lines.extend(script_lines(results[n - 1]))
     return lines
+
+
+def script_lines(r: ServiceResult) -> list[str]:
+    """Post-processor findings under their port, as nmap prints script output:
+    `| id: first line`, following lines `| …`, the last one `|_`."""
+    out: list[str] = []
+    for script in r.scripts:
+        first, *rest = script.output.split("\n")
+        lines = [f"{script.id}: {first}", *rest]
+        for i, line in enumerate(lines):
+            out.append(("|_" if i == len(lines) - 1 else "| ") + _s(line).rstrip())
+    return out
 
 
 def seconds(value: float) -> str:

@@ -20,7 +20,7 @@ from servprobe.report.base import (
     timestr,
     unwrap_fingerprint,
 )
-from servprobe.result import ExtraPorts, HostResult, ScanRun, ServiceResult
+from servprobe.result import ExtraPorts, HostResult, ScanRun, ScriptResult, ServiceResult
 from servprobe.scan.ports import compress
 
 _ENT = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
@@ -76,10 +76,27 @@ def service_element(r: ServiceResult, service_scan: bool) -> str:
 
 def port_element(r: ServiceResult, service_scan: bool) -> str:
     state = f'<state{attrs([("state", r.state), ("reason", r.reason or "unknown")])} reason_ttl="0"/>'
+    scripts = "".join(script_element(sc) for sc in r.scripts) if service_scan else ""
     return (
         f'<port protocol="{r.proto}" portid="{r.port}">{state}'
-        f"{service_element(r, service_scan)}</port>"
+        f"{service_element(r, service_scan)}{scripts}</port>"
     )
+
+
+def script_element(sc: ScriptResult) -> str:
+    """A post-processor finding as nmap writes script output: <script id= output=> with
+    <elem key=> for values and <table key=> for nested dicts and lists."""
+    return f'<script id="{attr(sc.id)}" output="{attr(sc.output)}">{_elements(sc.elements)}</script>'
+
+
+def _elements(value: object, key: str | None = None) -> str:
+    k = f' key="{attr(key)}"' if key is not None else ""
+    if isinstance(value, dict):
+        inner = "".join(_elements(v, str(name)) for name, v in value.items())
+        return inner if key is None else f"<table{k}>{inner}</table>"
+    if isinstance(value, list | tuple):
+        return f"<table{k}>{''.join(_elements(v) for v in value)}</table>"
+    return f"<elem{k}>{text_node(value)}</elem>"
 
 
 def extraports_element(e: ExtraPorts) -> str:
