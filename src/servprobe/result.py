@@ -70,6 +70,9 @@ class ServiceResult:
     scripts: list[ScriptResult] = field(default_factory=list)  # post-processor findings
     hostnames: list[str] = field(default_factory=list)  # of the host, for reporters
     finished: float | None = None  # unix time the result became final
+    # the scan stopped (Ctrl-C, --host-timeout) before this open port's service scan ended:
+    # `service` is only the port table's guess
+    unfinished: bool = False
 
     @property
     def key(self) -> tuple[str, Proto, int]:
@@ -92,6 +95,8 @@ class ServiceResult:
         parts = [p for p in (self.product, self.version) if p]
         if self.extrainfo:
             parts.append(f"({self.extrainfo})")
+        if self.unfinished and not parts:
+            parts.append("(service scan unfinished)")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,15 +22,19 @@ from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.escape import terminal_safe
 from servprobe.portspec import PortSpecError
 from servprobe.report.base import Outputs, Reporter
+from servprobe.report.csv import CsvReporter
 from servprobe.report.grepable import GrepableReporter
+from servprobe.report.html import HtmlReporter
 from servprobe.report.jsonl import JsonLinesReporter
 from servprobe.report.normal import NormalReporter
 from servprobe.report.xml import XmlReporter
 from servprobe.result import ScanRun, ServiceResult
+from servprobe.scan.inputs import FORMATS as INPUT_FORMATS
+from servprobe.scan.inputs import InputError, cli_targets
 from servprobe.scan.ports import PortSelection, select_ports
 from servprobe.scan.portscan import config_for_timing
 from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
-from servprobe.scan.targets import TargetError, build_target_list
+from servprobe.scan.targets import TargetError
 from servprobe.store import cli_hooks as store_hooks
 
 EXIT_USAGE = 2
@@ -120,7 +124,9 @@ def build_parser() -> _Parser:
     g.add_argument("-sn", dest="sn", action="store_true", help="host discovery only: no port scan")
     g.add_argument("-sL", dest="sL", action="store_true", help="list the targets (no packets sent)")
     g = p.add_argument_group("targets and host discovery")
-    g.add_argument("-iL", dest="input_file", metavar="FILE", help="read targets from FILE (- = stdin)")
+    g.add_argument("-iL", dest="input_file", metavar="FILE", help="read targets from FILE (- = stdin): an nmap target list, or per-host ports from masscan/naabu/zmap/nmap-XML/host:port (detected)")
+    g.add_argument("--input-format", choices=("auto", *INPUT_FORMATS), default="auto", metavar="FORMAT", help=f"force the -iL format: {', '.join(INPUT_FORMATS)}")
+    g.add_argument("--skip-bad-input", action="store_true", help="warn about and skip -iL lines that do not parse (default: exit 2)")
     g.add_argument("--exclude", action="append", default=[], metavar="HOSTS", help="comma-separated targets to skip")
     g.add_argument("--excludefile", metavar="FILE", help="targets to skip, from FILE")
     g.add_argument("-Pn", "-PN", "-P0", dest="Pn", action="store_true", help="skip host discovery: treat every host as up")
@@ -154,7 +160,9 @@ def build_parser() -> _Parser:
     g.add_argument("-oX", metavar="FILE", help="XML output (nmap.dtd)")
     g.add_argument("-oG", metavar="FILE", help="grepable output")
     g.add_argument("-oJ", metavar="FILE", help="JSON Lines, streamed as results arrive")
-    g.add_argument("-oA", metavar="BASE", help="BASE.nmap, BASE.xml and BASE.gnmap")
+    g.add_argument("-oC", metavar="FILE", help="CSV, one row per port (RFC 4180)")
+    g.add_argument("-oH", metavar="FILE", help="one self-contained HTML page: summary, charts, sortable table")
+    g.add_argument("-oA", metavar="BASE", help="BASE.nmap, BASE.xml and BASE.gnmap (add -oJ/-oH/-oC for more)")
     g.add_argument("-v", dest="verbose", action="count", default=0, help="more output (repeatable)")
     g.add_argument("--reason", action="store_true", help="a REASON column (syn-ack, conn-refused, ...)")
     g.add_argument("-d", dest="debug", action="count", default=0, help="debugging output (repeatable)")
@@ -198,12 +206,16 @@ def build_outputs(args: argparse.Namespace) -> tuple[list[Reporter], bool]:
     specs: list[tuple[str, str]] = []
     if args.oA:
         specs += [("N", args.oA + ".nmap"), ("X", args.oA + ".xml"), ("G", args.oA + ".gnmap")]
-    for kind in ("N", "X", "G", "J"):
+    for kind in ("N", "X", "G", "J", "C", "H"):
         path = getattr(args, f"o{kind}")
         if path:
             specs.append((kind, path))
     reporters: list[Reporter] = []
-    to_stdout = any(path == "-" for _, path in specs)
+    stdout_flags = [f"-o{kind} -" for kind, path in specs if path == "-"]
+    if len(stdout_flags) > 1:
+        # two formats on one stream would interleave into something no parser reads
+        raise UsageError(f"only one output can go to stdout: {' and '.join(stdout_flags)}")
+    to_stdout = bool(stdout_flags)
     for kind, path in specs:
         fh, close = _open_out(path)
         if kind == "N":
@@ -212,6 +224,10 @@ def build_outputs(args: argparse.Namespace) -> tuple[list[Reporter], bool]:
             reporters.append(XmlReporter(fh, close=close))
         elif kind == "G":
             reporters.append(GrepableReporter(fh, close=close))
+        elif kind == "C":
+            reporters.append(CsvReporter(fh, close=close))
+        elif kind == "H":
+            reporters.append(HtmlReporter(fh, close=close))
         else:
             reporters.append(JsonLinesReporter(fh, close=close))
     return reporters, not to_stdout
@@ -285,17 +301,26 @@ def _main(argv: list[str]) -> int:
 
     if args.ipv6 and not args.targets and not args.input_file:
         args.targets = ["::1"]
-    targets_given = args.targets or ([] if args.input_file else ["127.0.0.1"])
     try:
-        targets = build_target_list(
-            targets_given,
+        # issue 15 (servprobe.scan.inputs): -iL may list ports per host (masscan, naabu, ...)
+        chosen = cli_targets(
+            args.targets,
             input_file=args.input_file,
+            input_format=args.input_format,
+            skip_bad=args.skip_bad_input,
             exclude=args.exclude,
             exclude_file=args.excludefile,
             ipv6=args.ipv6,
+            ports=args.ports,
+            exclude_ports=args.exclude_ports,
         )
     except TargetError as exc:
         raise UsageError(f"bad target: {exc}") from None
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    except PortSpecError as exc:
+        raise UsageError(f"bad port list: {exc}") from None
+    targets = chosen.targets
 
     if args.sS:
         _stderr("-sS needs raw sockets; servprobe runs a TCP connect scan (-sT) instead")
@@ -328,7 +353,9 @@ def _main(argv: list[str]) -> int:
         start=time.time(),
         db_path=str(getattr(db, "path", "") or "") if db is not None else "",
         scan_types=["connect" if p == "tcp" else "udp" for p in protos],
-        ports_spec=ports.spec_strings(),
+        # per-port input: only -p is known up front (the listed ports arrive as the scan goes)
+        ports_spec=(PortSelection(chosen.allowed or {}).spec_strings() if chosen.per_port
+                    else ports.spec_strings()),
         version=__version__,
         verbose=args.verbose,
         debugging=args.debug,
@@ -346,6 +373,7 @@ def _main(argv: list[str]) -> int:
         hostgroup=HOSTGROUP_BY_TIMING.get(args.timing, 256),
         open_only=args.open_only,
         list_only=args.sL,
+        verify_listed=chosen.per_port and bool(args.ports),
     )
     trace = None
     if args.version_trace:
@@ -430,6 +458,9 @@ def _run(
         try:
             return await runner.execute()
         finally:
+    except InputError as exc:  # a bad line further down a streamed -iL (stdin)
+        _stderr(f"error: {terminal_safe(str(exc))} (every output was closed)")
+        return EXIT_USAGE
             if display is not None:
                 display.stop()
 

@@ -39,6 +39,9 @@ class HostTarget:
     address: str
     hostname: str | None = None
     family: int = socket.AF_INET
+    # per-port inputs (servprobe.scan.inputs): the ports listed for this host, which are
+    # scanned instead of the -p selection: (("tcp", (22, 80)), ("udp", (53,)))
+    ports: tuple[tuple[str, tuple[int, ...]], ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
