@@ -458,9 +458,6 @@ def _run(
         try:
             return await runner.execute()
         finally:
-    except InputError as exc:  # a bad line further down a streamed -iL (stdin)
-        _stderr(f"error: {terminal_safe(str(exc))} (every output was closed)")
-        return EXIT_USAGE
             if display is not None:
                 display.stop()
 
@@ -469,6 +466,9 @@ def _run(
         loop.run_until_complete(go())
     except (KeyboardInterrupt, BrokenPipeError):
         raise
+    except InputError as exc:  # a bad line further down a streamed -iL (stdin)
+        _stderr(f"error: {terminal_safe(str(exc))} (every output was closed)")
+        return EXIT_USAGE
     except Exception as exc:  # a bug or an engine failure: outputs are already closed
         if run.debugging:
             import traceback
