@@ -77,7 +77,7 @@ def _numbered(path: str, stdin: TextIO | None) -> Iterator[tuple[int, str]]:
     try:
         fh = open(path, encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise InputError(f"cannot read input file {path!r}: {exc.strerror}") from None
+        raise InputError(f"cannot read target file {path!r}: {exc.strerror}") from None
     with fh:
         yield from enumerate(fh, 1)
 
