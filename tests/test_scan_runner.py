@@ -278,3 +278,66 @@ def test_folding_matches_nmap_per_state_across_protocols() -> None:
     udp = _closed_tcp_ports(20)  # free TCP ports are very likely free UDP ports too: closed
     ours, theirs = _ours(tcp, udp), _nmap_layout(tcp, udp)
     assert ours == theirs and ours[1] == []
+
+
+def test_host_timeout_is_one_clock_and_a_repeated_address_starts_afresh() -> None:
+    # bug 5 (issue 11): the engine kept its own host-timeout clock and per-host record, so the
+    # second mention of an address inherited the first one's expired deadline (its service was
+    # aborted at once), and the first mention's late results could be credited to it. Fails
+    # before the fix: the second mention's service was never identified.
+    import threading
+
+    from servprobe.engine.options import EngineOptions
+    from servprobe.net.driver import run_service_scan
+    from servprobe.probes.loader import load_db
+
+    released = threading.Event()  # set when the first mention has been reported
+    srv = listener()
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        srv.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            if released.is_set():
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+            held.append(conn)  # before the release: silent until the end
+
+    class Releasing(Recorder):
+        def host(self, h: HostResult) -> None:
+            super().host(h)
+            released.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    db = load_db()
+    options = EngineOptions(host_timeout=0.6)
+
+    async def engine(targets: AsyncIterator[ServiceTarget], on_result: Callable[[ServiceResult], None]) -> None:
+        await run_service_scan(db, targets, options, on_result)
+
+    rec = Releasing()
+    config = RunConfig(
+        ports=PortSelection({"tcp": [port]}),
+        portscan=PortScanConfig(timeout=0.5, retries=0, concurrency=64),
+        reverse_dns=False, skip_discovery=True, host_timeout=0.6,
+    )
+    runner = ScanRunner(build_target_list(["127.0.0.1", "127.0.0.1"]), config, Outputs([rec]),
+                        ScanRun(args=[], start=time.time()), engine)
+    try:
+        asyncio.run(runner.execute())
+    finally:
+        stop.set()
+        thread.join()
+        for c in held:
+            c.close()
+        srv.close()
+    first, second = [h for k, h in rec.events if k == "host"]
+    assert first.timedout and [(p.port, p.method) for p in first.ports] == [(port, "table")]
+    assert not second.timedout
+    assert [(p.port, p.service, p.product) for p in second.ports] == [(port, "ssh", "OpenSSH")]

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import resource
 
+from servprobe.timing import timing
+
 MIN_FDS = 24  # measured: a one-host scan with -oA, -oJ and the store needs about 20
 RESERVE = 128  # the engine keeps this many descriptors for everything but probe sockets
-SERVICES_BY_TIMING = {0: 1, 1: 1, 2: 8, 3: 1000, 4: 2000, 5: 4000}  # as the engine's default
 
 
 class ResourceError(Exception):
@@ -25,8 +26,14 @@ class ResourceError(Exception):
 
 
 def nofile_limit() -> tuple[int, int]:
-    """(soft, hard) RLIMIT_NOFILE after raising the soft limit to the hard one if allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """(soft, hard) RLIMIT_NOFILE after raising the soft limit to the hard one if allowed.
+
+    The one RLIMIT_NOFILE raiser: the port scanner, the service driver and the preflight
+    all call it (raising is idempotent)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024, 1024
     want = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft != resource.RLIM_INFINITY and soft < want:
         with contextlib.suppress(OSError, ValueError):
@@ -82,7 +89,7 @@ def preflight(argv: list[str]) -> list[str]:
         )
     asked_text = _option(argv, "--max-parallelism")
     asked = int(asked_text) if asked_text and asked_text.isdigit() else None
-    wanted = asked or SERVICES_BY_TIMING.get(_timing(argv), 1000)
+    wanted = asked or timing(_timing(argv)).services
     possible = services_possible(soft)
     if wanted > possible and (asked is not None or possible < 64):
         what = f"--max-parallelism {asked}" if asked is not None else "the timing template"

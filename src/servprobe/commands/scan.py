@@ -409,16 +409,6 @@ def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None
     return scan
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when installed (the `fast` extra): cheaper per socket than asyncio's."""
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
-
-
 def _run(
     targets: Any,
     config: RunConfig,
@@ -461,7 +451,9 @@ def _run(
             if display is not None:
                 display.stop()
 
-    loop = _new_loop()
+    from servprobe.net.loop import new_event_loop
+
+    loop = new_event_loop()
     try:
         loop.run_until_complete(go())
     except (KeyboardInterrupt, BrokenPipeError):

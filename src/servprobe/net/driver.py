@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
+import dataclasses
 import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from servprobe.engine.events import Fault
 from servprobe.engine.plan import Planner
 from servprobe.engine.state import (
     Close,
@@ -39,10 +40,16 @@ from servprobe.engine.state import (
     Timeout,
     TlsFailed,
     Wait,
+    Wake,
     describe,
 )
 from servprobe.net.conn import TcpProtocol, UdpProtocol
+from servprobe.net.hostinfo import with_host_facts
+from servprobe.net.loop import new_event_loop
 from servprobe.post import refine as post_refine
+from servprobe.resources import nofile_limit
+from servprobe.scan.services import service_name
+from servprobe.timing import timing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
@@ -52,28 +59,12 @@ if TYPE_CHECKING:
     from servprobe.probes.model import ProbeDB
     from servprobe.result import ServiceResult
 
-# Services in progress, by timing template. nmap runs 20 at -T3 in one thread; an event loop
-# with cheap per-service state runs far more. The per-host figures keep one target from being
-# hit by hundreds of connections at once.
-SERVICES_BY_TIMING = {0: 1, 1: 1, 2: 8, 3: 1000, 4: 2000, 5: 4000}
-PER_HOST_BY_TIMING = {0: 1, 1: 1, 2: 2, 3: 32, 4: 64, 5: 128}
-# speculative connections per host (issue 6); none at -T0/-T1 (one probe at a time, like nmap)
-CONNS_PER_HOST_BY_TIMING = {0: 0, 1: 0, 2: 8, 3: 256, 4: 512, 5: 1024}
 FD_RESERVE = 128  # descriptors kept free for the rest of the process (files, DNS, stdout)
 
 
 def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return 1024
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+    """The soft RLIMIT_NOFILE after raising it (servprobe.resources.nofile_limit, the one raiser)."""
+    return nofile_limit()[0]
 
 
 class Limits:
@@ -82,31 +73,33 @@ class Limits:
     def __init__(self, options: EngineOptions) -> None:
         nofile = raise_nofile_limit()
         fds = max(16, nofile - FD_RESERVE)
-        timing = min(max(options.timing, 0), 5)
-        services = options.max_parallelism or SERVICES_BY_TIMING[timing]
+        row = timing(options.timing)
+        services = options.max_parallelism or row.services
         # every service in progress may hold 2 connections of its own (NULL + a retry); keep
         # at least half the descriptors for speculation unless running sequentially
         share = 2 if options.sequential else 4
         self.services = max(1, min(services, fds // share))
-        self.per_host = max(1, options.per_host_parallelism or PER_HOST_BY_TIMING[timing])
+        self.per_host = max(1, options.per_host_parallelism or row.services_per_host)
         spare = max(0, fds - 2 * self.services)
         self.speculative = spare
         per_host_conns = options.per_host_connections
         if per_host_conns is None:
-            per_host_conns = CONNS_PER_HOST_BY_TIMING[timing]
+            per_host_conns = row.conns_per_host
         self.per_host_connections = per_host_conns
 
 
 class _Host:
-    """Per-host queue of services, its workers, its connection budget and its timeout clock."""
+    """Per-host queue of services, its workers, its connection budget (and, without the scan
+    runner, its timeout clock); dropped when the host has no work left."""
 
-    __slots__ = ("budget", "deadline", "queue", "started", "workers")
+    __slots__ = ("address", "budget", "deadline", "queue", "workers")
 
-    def __init__(self, limits: Limits, global_budget: ConnBudget) -> None:
+    def __init__(self, address: str, limits: Limits, global_budget: ConnBudget) -> None:
+        self.address = address
         self.queue: deque[ServiceTarget] = deque()
         self.workers = 0
         self.budget = ConnBudget(limits.per_host_connections, global_budget)
-        self.started: float | None = None
+        # EngineOptions.host_timeout's deadline, for callers without the scan runner
         self.deadline: float | None = None
 
 
@@ -215,6 +208,19 @@ class _Runner:
                 self._log(a.text)
             elif isinstance(a, Report):
                 self._finish(a.result)
+            elif isinstance(a, Wake):
+                other = self.wakers.get(a.key) if self.wakers is not None else None
+                if other is not None:
+                    other.wake()
+            elif isinstance(a, Fault):
+                # one service's internal error ends only that service (issue 11, bug 8)
+                self.faults.append(a.error)
+                if self.debug:
+                    _stderr_trace(f"servprobe: {a.error}")
+
+    wakers: dict[int, _Runner] | None = None  # machine key -> runner, for Wake actions
+    debug = 0
+    faults: list[str] = []
 
     def wake(self) -> None:
         """A connection budget freed up: let the machine try to speculate again (soon)."""
@@ -268,7 +274,7 @@ class _Runner:
         t = self.t
         proto: Any
         try:
-            async with asyncio.timeout(a.timeout):
+            async with asyncio.timeout(a.timeout) as budget:
                 if a.proto == "udp":
                     proto = UdpProtocol(conn, self.feed)
                     family = socket.AF_INET6 if ":" in t.address else socket.AF_INET
@@ -279,6 +285,7 @@ class _Runner:
                     proto = TcpProtocol(conn, self.feed)
                     tr, _ = await loop.create_connection(lambda: proto, t.address, t.port)
                     if a.tls_level is not None:
+                        budget.reschedule(loop.time() + (a.tls_timeout or a.timeout) + 1.0)
                         from servprobe.net.tls import client_context, sni_name
 
                         try:
@@ -287,7 +294,7 @@ class _Runner:
                                 proto,
                                 client_context(a.tls_level),
                                 server_hostname=sni_name(t.hostname),
-                                ssl_handshake_timeout=a.timeout,
+                                ssl_handshake_timeout=a.tls_timeout or a.timeout,
                             )
                         except (OSError, EOFError, TimeoutError, ConnectionError) as exc:
                             proto.gone = True
@@ -345,8 +352,11 @@ async def run_service_scan(
     trace: Callable[[str], None] | None = None,
 ) -> None:
     """Identify every target; call on_result(result) as each one finishes (any order)."""
+    options = with_host_facts(options, asyncio.get_running_loop().time())
     limits = Limits(options)
     planner = Planner(db)
+    wakers: dict[int, _Runner] = {}
+    faults: list[str] = []
     tracer = _Tracer(trace, options.version_trace)
     if trace is not None and not options.version_trace:
         tracer.trace = None
@@ -362,29 +372,42 @@ async def run_service_scan(
 
     async def one(target: ServiceTarget, host: _Host) -> ServiceResult:
         now = loop.time()
-        if host.started is None:
-            host.started = now
-            if options.host_timeout is not None:
+        # one host-timeout clock: the scan runner's deadline comes with the target; only a
+        # library caller without a runner gets the per-host clock of EngineOptions.host_timeout
+        deadline = target.deadline
+        if deadline is None and options.host_timeout is not None:
+            if host.deadline is None:
                 host.deadline = now + options.host_timeout
+            deadline = host.deadline
+        if target.table_name is None:  # the engine looks nothing up itself
+            target = dataclasses.replace(target, table_name=service_name(target.port, target.proto))
         machine = ServiceMachine(target, db, planner, options, host.budget)
-        runner = _Runner(machine, target, tracer, host.deadline)
-        machine.waker = runner.wake
+        runner = _Runner(machine, target, tracer, deadline)
+        runner.wakers, runner.debug, runner.faults = wakers, options.debug, faults
+        wakers[machine.key] = runner
         try:
-            if host.deadline is not None and now >= host.deadline:
+            if deadline is not None and now >= deadline:
                 runner._do(machine.abort(now, "host timeout"))
             else:
                 runner.start()
             result = await runner.done
         finally:
             runner.cancel()
+            wakers.pop(machine.key, None)
+        # RPC grinding is part of the service's scan: it holds the service's slot (its machine's
+        # connections are closed by now, so it uses the service's own descriptors) and stops at
+        # the host timeout like the rest, keeping the result it has
         if grinder is not None:
             try:
                 if grinder.wants_grind(result):
-                    result = await grinder.grind_result(result, options)
+                    async with asyncio.timeout_at(deadline):
+                        result = await grinder.grind_result(result, options)
+            except TimeoutError:
+                tracer(runner.where, "host timeout during RPC grinding")
             except Exception as exc:  # the grinder must not lose the result
                 tracer(runner.where, f"RPC grinding failed: {exc!r}")
         # post-processors (servprobe.post, issue 12): nmap's version scripts, natively
-        result = await post_refine(result, options, host.budget, host.deadline,
+        result = await post_refine(result, options, host.budget, deadline,
                                    (lambda text: tracer(runner.where, text)) if tracer.trace else None)
         return result
 
@@ -402,13 +425,17 @@ async def run_service_scan(
             errors.append(exc)
         finally:
             host.workers -= 1
+            # the per-host record lives only while the host has work: a later mention of the
+            # same address starts afresh (no inherited deadline, no stale budget)
+            if not host.workers and not host.queue and hosts.get(host.address) is host:
+                del hosts[host.address]
 
     try:
         async for target in _aiter(targets):
             await queued.acquire()
             host = hosts.get(target.address)
             if host is None:
-                host = hosts[target.address] = _Host(limits, global_budget)
+                host = hosts[target.address] = _Host(target.address, limits, global_budget)
             host.queue.append(target)
             if host.workers < limits.per_host:
                 host.workers += 1
@@ -426,16 +453,6 @@ async def run_service_scan(
             await asyncio.gather(*tasks, return_exceptions=True)
     if errors:
         raise errors[0]
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when installed (faster for many sockets), else asyncio's."""
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 def scan_services(

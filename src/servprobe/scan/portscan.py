@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import resource
 import select
 import socket
 import time
@@ -33,15 +32,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-# per timing template: (connect timeout s, retries, sockets in flight)
-TIMING = {
-    0: (5.0, 2, 1),
-    1: (3.0, 2, 1),
-    2: (2.0, 2, 10),
-    3: (1.0, 1, 512),
-    4: (0.5, 1, 1024),
-    5: (0.3, 0, 2048),
-}
+from servprobe.resources import nofile_limit
+from servprobe.timing import TIMINGS
+
+# per timing template: (connect timeout s, retries, sockets in flight), from the timing table
+TIMING = {t: (row.connect_timeout, row.retries, row.sockets) for t, row in TIMINGS.items()}
 
 _ICMP_REASONS = {
     errno.EHOSTUNREACH: "host-unreach",
@@ -75,16 +70,8 @@ def config_for_timing(timing: int, max_parallelism: int | None = None) -> PortSc
 
 
 def fd_budget(wanted: int) -> int:
-    """Raise the soft descriptor limit as far as allowed; keep headroom for the engine."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        target = min(target, 1 << 20)
-        if soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    except (ValueError, OSError):
-        soft = 1024
+    """Sockets in flight the descriptor limit allows (raised first); headroom for the engine."""
+    soft, _ = nofile_limit()
     return max(1, min(wanted, (soft - 256) // 2))
 
 

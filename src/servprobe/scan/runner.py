@@ -29,13 +29,14 @@ from servprobe.scan.ports import PortSelection
 from servprobe.scan.portscan import HostPorts, PortScanConfig, PortScanner
 from servprobe.scan.services import service_name
 from servprobe.scan.targets import HostTarget, TargetList, reverse_dns
+from servprobe.timing import TIMINGS
 
 # (targets, on_result) → runs the service scan until `targets` is exhausted
 ServiceScan = Callable[
     [AsyncIterator[ServiceTarget], Callable[[ServiceResult], None]], Awaitable[None]
 ]
 
-HOSTGROUP_BY_TIMING = {0: 1, 1: 1, 2: 16, 3: 256, 4: 512, 5: 1024}
+HOSTGROUP_BY_TIMING = {t: row.hostgroup for t, row in TIMINGS.items()}  # the timing table's
 
 
 @dataclass
@@ -83,7 +84,7 @@ class _Host:
         self.pending: set[tuple[str, int]] = set()
         # open ports found but not yet handed to the engine: the engine pulls them as it has
         # room, so a fast port scan never piles up targets (memory stays flat)
-        self.todo: deque[tuple[str, int]] = deque()
+        self.todo: deque[tuple[str, int, str | None]] = deque()  # proto, port, port-scan state
         self.in_engine = 0  # handed to the engine, result not back yet
         self.deadline: float | None = None  # the host timeout, on the event loop's clock
         self.portscan_done = False
@@ -188,12 +189,13 @@ class ScanRunner:
                 host = self._ready.popleft()
                 if host.reported or not host.todo:
                     continue
-                proto, port = host.todo.popleft()
+                proto, port, seen = host.todo.popleft()
                 if host.todo:
                     self._ready.append(host)
                 host.in_engine += 1
                 yield ServiceTarget(
-                    host.target.address, port, proto, host.target.hostname, deadline=host.deadline  # type: ignore[arg-type]
+                    host.target.address, port, proto, host.target.hostname, deadline=host.deadline,  # type: ignore[arg-type]
+                    state=seen,  # a UDP port that answered the port scan stays open
                 )
             if self._feed_closed:
                 return
@@ -317,7 +319,7 @@ class ScanRunner:
             if not host.todo:
                 self._ready.append(host)
                 self._ready_event.set()
-            host.todo.append((proto, port))
+            host.todo.append((proto, port, state if reason != "user-set" else None))
 
         if listed is not None and not self.config.verify_listed:
             # per-port input without -p: the listed ports are taken as open, no port scan

@@ -1,0 +1,79 @@
+"""The service driver's limits over real loopback sockets: the host timeout covers RPC
+grinding, and a finished host's record does not outlive it (issue 11, bugs 5 and 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rpcservers import RpcTestServer
+from servprobe.engine.options import EngineOptions, ServiceTarget
+from servprobe.net.driver import run_service_scan, scan_services
+from servprobe.result import ServiceResult
+
+NMAP_DB = "/usr/share/nmap/nmap-service-probes"
+
+
+@pytest.fixture(scope="module")
+def db():
+    import servprobe
+
+    return servprobe.load_db(NMAP_DB)
+
+
+class AnswersOnce(RpcTestServer):
+    """A portmapper that answers the version probe, then goes silent: grinding it drags on
+    (retransmits) until the grinder gives up, seconds later."""
+
+    def answer(self, msg: bytes) -> bytes | None:
+        if self.calls >= 1:
+            self.calls += 1
+            return None
+        return super().answer(msg)
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_rpc_grinding_stops_at_the_host_timeout(db, proto: str) -> None:
+    # bug 7 (issue 11): grinding ran after the service's runner was cancelled, so outside the
+    # host timeout: ~3.5 s (TCP) / ~4.5 s (UDP) with a 1 s host timeout before the fix
+    with AnswersOnce({100000: (2, 4)}, proto=proto) as srv:
+        t = time.monotonic()
+        (r,) = scan_services(db, [ServiceTarget("127.0.0.1", srv.port, proto)],  # type: ignore[arg-type]
+                             EngineOptions(rpc_portmapper=False, host_timeout=1.0))
+        elapsed = time.monotonic() - t
+        assert srv.calls > 1  # the grinder did start
+    assert elapsed < 1.8, elapsed
+    assert r.service == "rpcbind" and r.rpc is None  # the version scan's answer is kept
+
+
+def test_a_repeated_host_gets_a_fresh_timeout(db) -> None:
+    # bug 5 (issue 11): the driver's per-host record was never pruned, so a host scanned again
+    # later (a duplicated target) inherited the first scan's expired deadline and every one of
+    # its services was aborted at once. Before the fix the second result was "host timeout".
+    with RpcTestServer({100000: (2, 4)}, proto="udp") as srv:
+        target = ServiceTarget("127.0.0.1", srv.port, "udp")
+        results: list[ServiceResult] = []
+        first_done = asyncio.Event()
+
+        async def targets() -> AsyncIterator[ServiceTarget]:
+            yield target
+            await first_done.wait()
+            await asyncio.sleep(0.6)  # past the first scan's deadline
+            yield target
+
+        def on_result(r: ServiceResult) -> None:
+            results.append(r)
+            first_done.set()
+
+        async def go() -> None:
+            await run_service_scan(db, targets(), EngineOptions(rpc_portmapper=False, host_timeout=0.5), on_result)
+
+        asyncio.run(go())
+    assert [(r.service, r.version) for r in results] == [("rpcbind", "2-4"), ("rpcbind", "2-4")]
