@@ -98,17 +98,18 @@ def all_daemons(
 
 
 @pytest.fixture(scope="module")
-def rpc_netns() -> Iterator[rpcservers.Netns]:
+def netns() -> Iterator[rpcservers.Netns]:
     """A network namespace of this module's own (loopback only), for daemons that need fixed
-    ports such as rpcbind's 111: never colliding with the host's own rpcbind/statd."""
+    ports such as rpcbind's 111 and for scans of fixed port ranges: never colliding with what
+    the host (or another test) runs on those ports."""
     with rpcservers.netns() as ns:
         yield ns
 
 
 @pytest.fixture
-def inside_rpc_netns(rpc_netns: rpcservers.Netns) -> Iterator[None]:
-    """The test body runs inside rpc_netns (use with pytest.mark.usefixtures)."""
-    with rpc_netns.entered():
+def inside_netns(netns: rpcservers.Netns) -> Iterator[None]:
+    """The test body runs inside netns (use with pytest.mark.usefixtures)."""
+    with netns.entered():
         yield
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# a plain import: a broken runner module must fail these tests, not skip them
+import servprobe.scan.runner as runner_mod
+from servprobe.report.base import Outputs
 from servprobe.result import ScanRun, ServiceResult
+from servprobe.scan.ports import PortSelection
+from servprobe.scan.targets import build_target_list
 from servprobe.store import Store, cli_hooks
-
-runner_mod = pytest.importorskip("servprobe.scan.runner")
-from servprobe.report.base import Outputs  # noqa: E402
-from servprobe.scan.ports import PortSelection  # noqa: E402
-from servprobe.scan.targets import build_target_list  # noqa: E402
 
 
 class Recorder:

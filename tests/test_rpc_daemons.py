@@ -1,7 +1,7 @@
 """RPC grinding against real daemons: Debian's rpcbind and rpc.statd (nfs-common) on loopback.
 
 rpcbind always binds port 111 (TCP and UDP), so it runs in a network namespace this module
-creates (conftest's rpc_netns, see rpcservers.py), where every test body runs too: a host's own
+creates (conftest's netns, see rpcservers.py), where every test body runs too: a host's own
 rpcbind/statd are neither used nor disturbed. rpc.statd runs there without kernel NFS with
 --no-notify, its state in a temporary directory, on a free port, registered with rpcbind.
 
@@ -26,12 +26,12 @@ from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.result import ServiceResult
 from servprobe.rpc.grinder import grind_result, query_portmapper, rpc_scan, wants_grind
 
-pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_netns")]
 
 
 @pytest.fixture(scope="module")
-def rpc_env(rpc_netns: Netns) -> Iterator[Statd]:
-    with rpcbind(rpc_netns), statd(rpc_netns) as s:
+def rpc_env(netns: Netns) -> Iterator[Statd]:
+    with rpcbind(netns), statd(netns) as s:
         yield s
 
 

@@ -21,13 +21,13 @@ from servprobe.engine.options import EngineOptions
 from servprobe.result import ServiceResult
 from servprobe.rpc.grinder import grind_result, query_portmapper
 
-pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_netns")]
 
 
-def test_statd_ground_when_rpcbind_is_unreachable(rpc_netns: Netns) -> None:
+def test_statd_ground_when_rpcbind_is_unreachable(netns: Netns) -> None:
     # in the module's own network namespace port 111 is ours alone, whatever the host runs
-    with rpcbind(rpc_netns) as rb:
-        with statd(rpc_netns) as s:
+    with rpcbind(netns) as rb:
+        with statd(netns) as s:
             _stop(rb)
             assert not _tcp_open(111)
             assert asyncio.run(query_portmapper(HOST, timeout=1.0)) is None

@@ -18,7 +18,7 @@ from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.net.driver import run_service_scan
 from servprobe.result import ServiceResult
 
-pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_rpc_netns")]
+pytestmark = [pytest.mark.daemon, pytest.mark.usefixtures("inside_netns")]
 
 NMAP_DB = Path("/usr/share/nmap/nmap-service-probes")
 
@@ -32,9 +32,9 @@ def _db(which: str):
 
 
 @pytest.fixture(scope="module")
-def rpc_env(rpc_netns: Netns) -> Iterator[Statd]:
+def rpc_env(netns: Netns) -> Iterator[Statd]:
     """rpcbind + rpc.statd in this module's network namespace (see rpcservers.py)."""
-    with rpcbind(rpc_netns), statd(rpc_netns) as s:
+    with rpcbind(netns), statd(netns) as s:
         yield s
 
 
