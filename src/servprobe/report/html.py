@@ -65,7 +65,7 @@ function rows(){return Array.prototype.slice.call(body.rows);}
 function apply(){var q=filter.value.toLowerCase().trim(),n=0;
 rows().forEach(function(r){var hit=!q||r.textContent.toLowerCase().indexOf(q)>=0;r.hidden=!hit;if(hit)n++;});
 shown.textContent=String(n);}
-filter.addEventListener('input',apply);
+['input','change','search','keyup'].forEach(function(t){filter.addEventListener(t,apply);});
 Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
 th.addEventListener('click',function(){var asc=th.getAttribute('aria-sort')!=='ascending';
 Array.prototype.forEach.call(table.tHead.rows[0].cells,function(o){o.removeAttribute('aria-sort');});
