@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servprobe.post import amqp
+from servprobe.post import amqp, http, memcached, mqtt, redis, snmp
 from servprobe.post.base import PostProcessor
 from servprobe.post.runner import run_post
 
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 # Registry order is the order findings are applied in (later ones win a field).
 REGISTRY: tuple[PostProcessor, ...] = (
     amqp.POST,
+    mqtt.POST,
+    snmp.POST,
+    snmp.POST_SYSDESCR,
+    http.POST,
+    redis.POST,
+    memcached.POST,
+    memcached.POST_UDP,
 )
 IDS = tuple(p.id for p in REGISTRY)
 

@@ -40,6 +40,8 @@ class Finding:
     fields: dict[str, str] = field(default_factory=dict)  # product/version/extrainfo/...
     cpes: list[str] = field(default_factory=list)
     service: str | None = None  # a service name, only used when the walk found none
+    tunnel: Literal["ssl"] | None = None  # the service really lives inside TLS
+    more: list[ScriptResult] = field(default_factory=list)  # further script outputs
 
 
 class Machine:
@@ -167,6 +169,10 @@ def apply(result: ServiceResult, finding: Finding) -> None:
         # the service answered its own protocol: as sure as a probe match
         result.method = "probed"
         result.conf = 10
-    if finding.script is not None:
-        result.scripts = [s for s in result.scripts if s.id != finding.script.id]
-        result.scripts.append(finding.script)
+    if finding.fields and result.proto == "udp" and result.state == "open|filtered":
+        result.state, result.reason = "open", "udp-response"  # it answered our datagram
+    if finding.tunnel is not None:
+        result.tunnel = finding.tunnel
+    for script in ([finding.script] if finding.script is not None else []) + finding.more:
+        result.scripts = [s for s in result.scripts if s.id != script.id]
+        result.scripts.append(script)
