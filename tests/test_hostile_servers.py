@@ -30,10 +30,21 @@ def _connect(servers: HostileServers, name: str) -> socket.socket:
 
 
 def test_flood_sends_fast(servers) -> None:
+    """The flood server really floods: 10 MB of its pattern arrive without a pause of 5 s and
+    within 30 s (loose: the point is megabytes per second, not a benchmark), and it does not
+    stop early. Fails (checked) when flood() in tests/hostile.py returns after one chunk (the
+    old loop hung on the closed socket instead) or sleeps 1 s between chunks."""
     with _connect(servers, "flood") as s:
-        n = 0
+        s.settimeout(5)
+        n, head = 0, b""
+        deadline = time.monotonic() + 30
         while n < 10_000_000:
-            n += len(s.recv(1 << 20))
+            chunk = s.recv(1 << 20)
+            assert chunk, f"flood closed the connection after {n} bytes"
+            head = head or chunk[:20]
+            n += len(chunk)
+            assert time.monotonic() < deadline, f"only {n} bytes in 30 s"
+        assert head.startswith(b"FLOODFLOOD")
 
 
 def test_drip_is_slow(servers) -> None:
@@ -83,9 +94,10 @@ def test_udp_amplifies(servers) -> None:
         assert len(u.recv(65535)) == 60000
 
 
-@pytest.mark.skipif(not NMAP_PROBES.exists(), reason="nmap's probe file is not installed")
 def test_crafted_404_backtracks_in_re_but_not_in_regex() -> None:
     import regex
+
+    assert NMAP_PROBES.exists(), f"{NMAP_PROBES} missing: install nmap-common (make apt)"
 
     found = candidate_404_backtrackers()
     assert len(found) >= 2, "expected the two PHP 404 lines of nmap-service-probes"
