@@ -1,0 +1,264 @@
+"""Post-processor machines without sockets: protocol answers built from the specifications
+(AMQP 0-9-1, MQTT 3.1.1, RFC 3412/3414 SNMPv3, RFC 1157 SNMPv1, RESP, memcached's protocol
+text), then every truncation and random bytes: a machine never raises, never keeps more than
+its bound, and learns nothing from a broken answer. Also the flag and the trigger rules."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servprobe import post
+from servprobe.post import amqp, http, memcached, mqtt, redis, snmp
+from servprobe.post.base import MAX_BUFFER, apply
+from servprobe.result import ServiceResult
+
+
+def _result(service: str | None, port: int = 9999, proto: str = "tcp", **kw: object) -> ServiceResult:
+    return ServiceResult("127.0.0.1", port, proto, service=service, **kw)  # type: ignore[arg-type]
+
+
+def _run(machine_cls: type, data: bytes, result: ServiceResult | None = None, eof: bool = False):
+    m = machine_cls(result or _result(None))
+    m.start(0.0)
+    m.feed(data, 0.0)
+    if eof and not m.done:
+        m.eof(0.0)
+    return m, m.finish()
+
+
+# ------------------------------------------------------------------ AMQP 0-9-1 (spec §4.2, §4.2.5)
+
+
+def _shortstr(s: bytes) -> bytes:
+    return bytes([len(s)]) + s
+
+
+def _longstr(s: bytes) -> bytes:
+    return struct.pack(">I", len(s)) + s
+
+
+def _table(items: list[tuple[bytes, bytes]]) -> bytes:
+    return _longstr(b"".join(_shortstr(k) + v for k, v in items))
+
+
+def connection_start(product: bytes = b"RabbitMQ", version: bytes = b"3.10.8") -> bytes:
+    caps = _table([(b"publisher_confirms", b"t\x01"), (b"basic.nack", b"t\x00")])
+    props = _table([(b"capabilities", b"F" + caps), (b"product", b"S" + _longstr(product)),
+                    (b"version", b"S" + _longstr(version)), (b"platform", b"S" + _longstr(b"Erlang/OTP 25")),
+                    (b"count", b"I" + struct.pack(">i", -5)), (b"list", b"A" + _longstr(b"S" + _longstr(b"x")))])
+    payload = struct.pack(">HHBB", 10, 10, 0, 9) + props + _longstr(b"PLAIN AMQPLAIN") + _longstr(b"en_US")
+    return struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce"
+
+
+def test_amqp_connection_start() -> None:
+    m, f = _run(amqp.AmqpMachine, connection_start(), _result("amqp"))
+    assert m.done and f is not None
+    assert f.fields == {"extrainfo": "0-9", "product": "RabbitMQ", "version": "3.10.8"}
+    el = f.script.elements
+    assert el["capabilities"] == {"publisher_confirms": "YES", "basic.nack": "NO"}
+    assert el["count"] == "-5" and el["list"] == ["x"]
+    assert el["mechanisms"] == "PLAIN AMQPLAIN" and el["locales"] == "en_US"
+    assert f.script.output.startswith("\n  capabilities: \n    publisher_confirms: YES\n")
+
+
+def test_amqp_other_protocol_header_is_reported_not_refined() -> None:
+    # an AMQP 1.0-only broker answers with its own header: protocol id 0, version 1.0.0
+    _, f = _run(amqp.AmqpMachine, b"AMQP\x00\x01\x00\x00")
+    assert f is not None and not f.fields and f.script.elements == {"offered": "1-0-0"}
+
+
+def test_amqp_every_truncation_learns_nothing() -> None:
+    frame = connection_start()
+    for cut in range(len(frame)):
+        _, f = _run(amqp.AmqpMachine, frame[:cut], eof=True)
+        assert f is None, cut
+
+
+def test_amqp_escapes_service_bytes() -> None:
+    _, f = _run(amqp.AmqpMachine, connection_start(product=b"Evil\x1b[2J\x00"))
+    assert f.fields["product"] == "Evil\\x1b[2J\\x00"
+
+
+# ------------------------------------------------------------------ MQTT 3.1.1 (§3.2, §3.3, §3.9)
+
+
+def _publish(topic: bytes, payload: bytes, flags: int = 0) -> bytes:
+    body = struct.pack(">H", len(topic)) + topic + (b"\x00\x07" if flags & 0x06 else b"") + payload
+    return mqtt._packet(0x30 | flags, body)
+
+
+def test_mqtt_exchange_in_steps() -> None:
+    m = mqtt.MqttMachine(_result("mqtt"))
+    assert m.start(0.0) == [mqtt.CONNECT]
+    assert mqtt.CONNECT[0] == 0x10 and b"\x00\x04MQTT\x04" in mqtt.CONNECT
+    assert m.feed(b"\x20\x02\x00\x00", 0.0) == [mqtt.SUBSCRIBE]
+    assert m.feed(b"\x90\x03\x00\x01\x00", 0.0) == [] and not m.done
+    packet = _publish(b"$SYS/broker/version", b"mosquitto version 2.0.11", flags=0x03)
+    m.feed(packet[:5], 0.0)
+    m.feed(packet[5:], 0.0)
+    assert m.done
+    f = m.finish()
+    assert f.fields == {"product": "Mosquitto", "version": "2.0.11"}
+    assert f.script.elements == {mqtt.HEADING: {"$SYS/broker/version": "mosquitto version 2.0.11"}}
+
+
+def test_mqtt_refused_and_garbage() -> None:
+    m = mqtt.MqttMachine(_result("mqtt"))
+    m.start(0.0)
+    m.feed(b"\x20\x02\x00\x05", 0.0)
+    assert m.done and m.finish().script.output == "Connection refused: not authorized"
+    _, f = _run(mqtt.MqttMachine, b"\x20\xff\xff\xff\xff\xff")  # remaining length > 4 bytes
+    assert f is None
+
+
+# ------------------------------------------------------------------ SNMP
+
+
+def test_snmp_v3_discovery_request_is_rfc3412() -> None:
+    (tag, msg), = snmp.decode(snmp.V3_DISCOVERY)
+    assert tag == 0x30 and msg[0] == (0x02, b"\x03")
+    assert msg[1][1][2] == (0x04, b"\x04")  # msgFlags: reportable, no auth, no priv
+    assert msg[1][1][3] == (0x02, b"\x03")  # USM
+    assert msg[3][1][2][0] == 0xA0  # GetRequest PDU
+
+
+def _report(engine_id: bytes, boots: int, etime: int) -> bytes:
+    usm = snmp.seq(snmp.tlv(0x04, engine_id), snmp.ber_int(boots), snmp.ber_int(etime),
+                   snmp.tlv(0x04, b""), snmp.tlv(0x04, b""), snmp.tlv(0x04, b""))
+    return snmp.seq(snmp.ber_int(3), snmp.seq(snmp.ber_int(1), snmp.ber_int(65507), snmp.tlv(0x04, b"\x00"), snmp.ber_int(3)),
+                    snmp.tlv(0x04, usm), snmp.seq(snmp.tlv(0x04, engine_id), snmp.tlv(0x04, b""), snmp.seq(tag=0xA8)))
+
+
+def test_snmp_v3_report() -> None:
+    engine = bytes.fromhex("80001f8880") + bytes.fromhex("ac0ac00c1524106b00000000")
+    res = _result("snmp", proto="udp", product="SNMPv1 server")
+    _, f = _run(snmp.SnmpV3Machine, _report(engine, 3, 3723), res)
+    assert f.script.elements == {"enterprise": "net-snmp", "engineIDFormat": "unknown",
+                                 "engineIDData": "ac0ac00c1524106b00000000",
+                                 "snmpEngineBoots": "3", "snmpEngineTime": "1h02m03s"}
+    assert f.fields == {"product": "SNMPv1 server; net-snmp SNMPv3 server"}
+    ipv4 = bytes.fromhex("8000000901") + bytes([10, 0, 0, 1])
+    _, f = _run(snmp.SnmpV3Machine, _report(ipv4, 0, 90061))
+    assert f.script.elements["enterprise"] == "Cisco"
+    assert f.script.elements["engineIDData"] == "10.0.0.1"
+    assert f.script.elements["snmpEngineTime"] == "1d01h01m01s"
+
+
+def test_snmp_sysdescr_v1_response() -> None:
+    binds = snmp.seq(snmp.seq(snmp.ber_oid(snmp.SYSDESCR), snmp.tlv(0x04, b"Linux box 6.1")),
+                     snmp.seq(snmp.ber_oid(snmp.SYSUPTIME), snmp.tlv(0x43, (4519).to_bytes(2, "big"))))
+    pdu = snmp.seq(snmp.ber_int(snmp.REQUEST_ID), snmp.ber_int(0), snmp.ber_int(0), binds, tag=0xA2)
+    _, f = _run(snmp.SysDescrMachine, snmp.seq(snmp.ber_int(0), snmp.tlv(0x04, b"public"), pdu))
+    assert f.script.output == "Linux box 6.1\n  System uptime: 45.19s (4519 timeticks)"
+    # an error status (noSuchName) is no description
+    bad = snmp.seq(snmp.ber_int(snmp.REQUEST_ID), snmp.ber_int(2), snmp.ber_int(1), binds, tag=0xA2)
+    _, f = _run(snmp.SysDescrMachine, snmp.seq(snmp.ber_int(0), snmp.tlv(0x04, b"public"), bad))
+    assert f is None
+
+
+def test_ber_oid_roundtrip() -> None:
+    assert snmp.ber_oid("1.3.6.1.2.1.1.1.0") == bytes.fromhex("06082b06010201010100")
+    assert snmp._oid_text(snmp.ber_oid("1.3.6.1.4.1.8072.3.2.10")[2:]) == "1.3.6.1.4.1.8072.3.2.10"
+
+
+# ------------------------------------------------------------------ HTTP, Redis, memcached
+
+
+def test_http_server_header_fills_product_only_when_missing() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nServer: Foo/1.2 (Unix)\r\nX: y\r\n\r\nbody"
+    _, f = _run(http.HttpMachine, answer, _result("http"))
+    assert f.script.output == "Foo/1.2 (Unix)" and f.fields == {"product": "Foo", "version": "1.2"}
+    _, f = _run(http.HttpMachine, answer, _result("http", product="nginx"))
+    assert f.fields == {}
+    assert http.split_server("Apache Tomcat/9.0 (x)") == ("Apache Tomcat", "9.0")
+
+
+def test_https_redirect_same_port_only() -> None:
+    answer = b"HTTP/1.1 301 Moved\r\nLocation: https://h:9999/\r\n\r\n"
+    _, f = _run(http.HttpMachine, answer, _result("http"))
+    assert f.tunnel == "ssl" and f.more[0].id == "https-redirect"
+    _, f = _run(http.HttpMachine, answer.replace(b"9999", b"8443"), _result("http"))
+    assert f is None or f.tunnel is None
+
+
+def test_redis_info_and_noauth() -> None:
+    body = b"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nos:Linux\r\nexecutable:/x\r\n"
+    _, f = _run(redis.RedisMachine, b"$%d\r\n" % len(body) + body)
+    assert f.fields == {"product": "Redis key-value store", "version": "7.0.15"}
+    assert f.script.elements == {"redis_version": "7.0.15", "redis_mode": "standalone", "os": "Linux"}
+    _, f = _run(redis.RedisMachine, b"-NOAUTH Authentication required.\r\n")
+    assert f.script.output == "authentication required" and not f.fields
+
+
+def test_memcached_udp_frame() -> None:
+    m = memcached.MemcachedUdp(_result(None, proto="udp"))
+    (req,) = m.start(0.0)
+    assert req[:8] == struct.pack(">HHHH", memcached.REQUEST_ID, 0, 1, 0) and req[8:] == b"version\r\n"
+    m.feed(struct.pack(">HHHH", 1, 0, 1, 0) + b"VERSION 9\r\n", 0.0)  # someone else's request id
+    assert not m.done
+    m.feed(req[:2] + b"\x00\x00\x00\x01\x00\x00VERSION 1.6.18\r\n", 0.0)
+    assert m.finish().fields == {"product": "Memcached", "version": "1.6.18"}
+
+
+def test_udp_answer_makes_the_port_open() -> None:
+    r = _result(None, proto="udp", state="open|filtered")
+    apply(r, memcached._finding("1.6.18", "udp"))
+    assert (r.state, r.service, r.method, r.conf) == ("open", "memcached", "probed", 10)
+
+
+# ------------------------------------------------------------------ hostile input, every machine
+
+MACHINES = [p.machine for p in post.REGISTRY if not p.offline]
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300), max_size=6), eof=st.booleans())
+def test_random_bytes_never_raise(chunks: list[bytes], eof: bool) -> None:
+    for cls in MACHINES:
+        m = cls(_result("x"))
+        m.start(0.0)
+        for c in chunks:
+            if m.done:
+                break
+            m.feed(c, 0.0)
+        if eof and not m.done:
+            m.eof(0.0)
+        m.finish()
+
+
+@pytest.mark.parametrize("cls", [amqp.AmqpMachine, http.HttpMachine, redis.RedisMachine, mqtt.MqttMachine])
+def test_endless_stream_is_bounded(cls: type) -> None:
+    m = cls(_result("x"))
+    m.start(0.0)
+    chunk = b"$" + b"9" * 9 if cls is redis.RedisMachine else b"\x01\x00\x00\x7f\xff\xff\xff"
+    m.feed(chunk, 0.0)
+    for _ in range(200):
+        if m.done:
+            break
+        m.feed(b"A" * 4096, 0.0)
+    assert m.done or len(getattr(m, "buf", b"")) <= MAX_BUFFER
+
+
+# ------------------------------------------------------------------ selection and triggers
+
+
+def test_select() -> None:
+    assert post.select("all") == post.IDS and post.select("none") == ()
+    assert post.select("amqp-info, redis-info") == ("amqp-info", "redis-info")
+    with pytest.raises(post.SelectionError, match="'nope'"):
+        post.select("amqp-info,nope")
+
+
+def test_triggers() -> None:
+    ids = lambda r: [p.id for p in post.applicable(r)]  # noqa: E731
+    assert ids(_result("amqp")) == ["amqp-info"]
+    assert ids(_result(None, port=5672)) == ["amqp-info"]
+    assert ids(_result("snmp", proto="udp")) == ["snmp-info", "snmp-sysdescr"]
+    assert "memcached-info-udp" in ids(_result(None, proto="udp"))
+    assert ids(_result("ssh")) == []
+    assert ids(_result("redis", state="closed")) == []
+    assert ids(_result("memcached", tunnel="ssl")) == []
