@@ -35,7 +35,9 @@ from servprobe.scan.ports import PortSelection, select_ports
 from servprobe.scan.portscan import config_for_timing
 from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
 from servprobe.scan.targets import TargetError
+from servprobe.cli import SUBCOMMAND_HELP
 from servprobe.store import cli_hooks as store_hooks
+from servprobe.store.paths import default_keep, default_store_dir
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
@@ -104,12 +106,17 @@ def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return conv
 
 
+def _store_dir() -> str:
+    # argparse %-formats help strings
+    return str(default_store_dir()).replace("%", "%%")
+
+
 def build_parser() -> _Parser:
     p = _Parser(
         prog="servprobe",
         usage="servprobe [options] [TARGETS...]",
         description="Find out what really runs behind open ports (nmap -sV compatible flags).",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + SUBCOMMAND_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -169,7 +176,8 @@ def build_parser() -> _Parser:
     g.add_argument("--no-progress", action="store_true", help="no live progress display")
     # taken out of argv by servprobe.store.cli_hooks.prepare before parsing; listed for --help
     g = p.add_argument_group("scan store (results kept as they arrive)")
-    g.add_argument("--store", metavar="FILE", help="the SQLite store to write (default: a new file in the user state dir)")
+    g.add_argument("--store", metavar="FILE", help=f"the SQLite store to write (default: a new file in {_store_dir()}, of which the newest --store-keep are kept)")
+    g.add_argument("--store-keep", metavar="N", help=f"default stores to keep (default {default_keep()}; env SERVPROBE_STORE_KEEP, dir SERVPROBE_STORE_DIR)")
     g.add_argument("--no-store", action="store_true", help="keep no store")
     g.add_argument("--resume", metavar="FILE", help="continue the interrupted scan stored in FILE")
     p.add_argument("-V", "--version", action="version", version=f"servprobe {__version__}")

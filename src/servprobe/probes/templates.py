@@ -12,7 +12,8 @@ absent, as nmap drops a field whose template fails.
 Field sizes, as nmap 7.93 behaves (observed): a field whose substituted value is longer than
 its buffer allows (product/version/hostname 80, info 256, ostype/devicetype 32, each minus 2:
 at most 78, 254, 30 bytes) is left out, not cut. What is shown is escaped (servprobe.escape:
-non-printable bytes as \\xHH, where nmap prints ".") and never longer than the buffer size.
+non-printable bytes as \\xHH, where nmap prints "."), in full: nmap keeps every byte of a
+value within the limit (tests/data/nmap/field-limits.xml), so no escape is cut off.
 
 CPEs (observed nmap behaviour): in the substituted text (not the literal part) letters are
 lower-cased, whitespace becomes `_`, the bytes ``:/?#[]@!$&'()*+,;=%<>"`` are %-encoded
@@ -212,7 +213,7 @@ def _field(text: str | None, m: Any, limit: int) -> str | None:
         return None
     if len(value) > limit - 2:  # nmap leaves a field out rather than cut it
         return None
-    return _clip(_shown(value), limit) or None
+    return _shown(value) or None
 
 
 def cpe_list(templates: tuple[str, ...], m: Any) -> tuple[str, ...]:
@@ -235,19 +236,6 @@ def cpe_list(templates: tuple[str, ...], m: Any) -> tuple[str, ...]:
         else:
             slots[part] = _shown(value)
     return tuple(v for p in CPE_PARTS if (v := slots.get(p)))
-
-
-def _clip(shown: str, limit: int) -> str:
-    """Truncate to `limit` characters without cutting an escape (\\xHH, \\\\) in half."""
-    if len(shown) <= limit:
-        return shown
-    i = 0
-    while i < len(shown):
-        step = (4 if shown[i + 1 : i + 2] == "x" else 2) if shown[i] == "\\" else 1
-        if i + step > limit:
-            break
-        i += step
-    return shown[:i]
 
 
 def identify(line: MatchLine, m: Any) -> Identification:
