@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from servprobe import __version__
+from servprobe.cli import SUBCOMMAND_HELP
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.escape import terminal_safe
 from servprobe.portspec import PortSpecError
@@ -27,6 +28,7 @@ from servprobe.report.grepable import GrepableReporter
 from servprobe.report.html import HtmlReporter
 from servprobe.report.jsonl import JsonLinesReporter
 from servprobe.report.normal import NormalReporter
+from servprobe.report.pipes import PipeWatch, exit_like_sigpipe
 from servprobe.report.xml import XmlReporter
 from servprobe.result import ScanRun, ServiceResult
 from servprobe.scan.inputs import FORMATS as INPUT_FORMATS
@@ -35,7 +37,6 @@ from servprobe.scan.ports import PortSelection, select_ports
 from servprobe.scan.portscan import config_for_timing
 from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
 from servprobe.scan.targets import TargetError
-from servprobe.cli import SUBCOMMAND_HELP
 from servprobe.store import cli_hooks as store_hooks
 from servprobe.store.paths import default_keep, default_store_dir
 
@@ -284,6 +285,9 @@ def load_probe_db(choice: str | None) -> Any:
         raise UsageError(f"cannot load probe database{where}: {exc}") from None
 
 
+PIPES = PipeWatch()  # the process's standard streams (servprobe.report.pipes)
+
+
 def _stderr(msg: str) -> None:
     print(f"servprobe: {msg}", file=sys.stderr)
 
@@ -386,7 +390,10 @@ def _main(argv: list[str]) -> int:
     trace = None
     if args.version_trace:
         def trace(line: str) -> None:
-            print(terminal_safe(line), file=sys.stderr, flush=True)
+            try:
+                print(terminal_safe(line), file=sys.stderr, flush=True)
+            except BrokenPipeError:  # `2>&1 | head`: end quietly (servprobe.report.pipes)
+                PIPES.closed(2)
 
     engine = _engine(db, options, trace) if service_scan else None
     # issue 7: results go to the store as they arrive; a resume skips finished work
@@ -438,6 +445,10 @@ def _run(
 
         runner = ScanRunner(targets, config, outputs, run, engine, on_discovered=discovered)
         loop = asyncio.get_running_loop()
+        # a closed stdout/stderr pipe ends the scan at once, files still written (nmap: SIGPIPE)
+        PIPES.on_broken = lambda: runner.stop("broken pipe")
+        outputs.on_broken_pipe = PIPES.closed
+        PIPES.start(loop)
 
         def on_signal(signum: int) -> None:
             signalled.append(signum)
@@ -456,6 +467,7 @@ def _run(
         try:
             return await runner.execute()
         finally:
+            PIPES.stop()
             if display is not None:
                 display.stop()
 
@@ -482,6 +494,8 @@ def _run(
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+    if PIPES.broken:
+        exit_like_sigpipe()  # quietly, as nmap dies of SIGPIPE
     for err in outputs.errors:
         _stderr(f"output error: {err}")
     if signalled:

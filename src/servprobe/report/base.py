@@ -55,16 +55,23 @@ class Reporter(Protocol):
 class Outputs:
     """Sends each event to every reporter; a failing reporter does not stop the others."""
 
-    def __init__(self, reporters: Iterable[Reporter] = ()) -> None:
+    def __init__(self, reporters: Iterable[Reporter] = (),
+                 on_broken_pipe: Callable[[], None] | None = None) -> None:
         self.reporters = list(reporters)
         self.errors: list[str] = []
+        # a reporter whose pipe closed (`| head`) is dropped and this is called: the CLI then
+        # ends the scan quietly, like nmap's SIGPIPE (servprobe.report.pipes)
+        self.on_broken_pipe = on_broken_pipe
 
     def _each(self, method: str, arg: object) -> None:
-        for r in self.reporters:
+        for r in list(self.reporters):
             try:
                 getattr(r, method)(arg)
             except BrokenPipeError:
-                raise
+                self.reporters.remove(r)
+                if self.on_broken_pipe is None:
+                    raise
+                self.on_broken_pipe()
             except OSError as exc:
                 self.errors.append(f"{type(r).__name__}: {exc}")
 

@@ -229,7 +229,16 @@ class ScanRunner:
                     if engine is not None and engine.done():
                         engine.result()  # an engine failure ends the scan with its error
             if tasks:
-                await asyncio.gather(*tasks)
+                hosts_done = asyncio.gather(*tasks)
+                # retrieved here if this coroutine is cancelled first (no "never retrieved")
+                hosts_done.add_done_callback(lambda f: f.cancelled() or f.exception())
+                if engine is not None:
+                    # an engine that fails must end the scan, not leave hosts waiting for it
+                    await asyncio.wait({hosts_done, engine}, return_when=asyncio.FIRST_COMPLETED)
+                    if engine.done() and not hosts_done.done():
+                        engine.result()
+                        raise RuntimeError("the service scan ended before every host was done")
+                await hosts_done
             if engine is not None:
                 self._close_feed()
                 # every host is reported by now; a service still running belongs to a host
