@@ -200,14 +200,21 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 
 def test_unwritable_store_warns_and_the_scan_still_completes(tmp_path: Path) -> None:
-    """A store that cannot be created must not cost the user the scan itself."""
+    """A default store that cannot be created must not cost the user the scan itself; an
+    explicit --store that cannot be opened is a usage error before anything is scanned."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     out = tmp_path / "scan.xml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "servprobe", "--no-sV", "-Pn", "-n", "-p", "1", "127.0.0.1",
-         "--store", str(blocker / "scan.sqlite"), "-oX", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=120)
+    argv = [sys.executable, "-m", "servprobe", "--no-sV", "-Pn", "-n", "-p", "1", "127.0.0.1",
+            "-oX", str(out), "--no-progress"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SERVPROBE_STORE_DIR": str(blocker / "scans")})
     assert proc.returncode == 0, proc.stderr
     assert "results will not be stored" in proc.stderr and "Traceback" not in proc.stderr
     assert "</nmaprun>" in out.read_text()
+    out.unlink()
+    proc = subprocess.run([*argv, "--store", str(blocker / "scan.sqlite")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"--store: {blocker / 'scan.sqlite'}: cannot open store" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()  # stopped before the scan

@@ -34,9 +34,9 @@ def _r(port: int, service: str | None = None, product: str | None = None,
 def test_diff_two_stores_text_and_json(tmp_path: Path, capsys) -> None:
     a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
     _store(a, [_r(22, "ssh", "OpenSSH", "9.2p1"), _r(21, "ftp", "vsftpd", "3.0.3"),
-               _r(80, "http", "nginx", "1.22.1")])
+               _r(80, "http", "nginx", "1.22.1")], ports="1-10000")
     _store(b, [_r(22, "ssh", "OpenSSH", "9.3p1"), _r(80, "http", "nginx", "1.22.1"),
-               _r(8080, "http-proxy", "evil\x1b[2J")])
+               _r(8080, "http-proxy", "evil\x1b[2J")], ports="1-10000")
     assert diff.main([str(a), str(b)]) == 1
     out = capsys.readouterr().out
     assert "~ 22/tcp" in out and "9.2p1" in out and "9.3p1" in out and "[version]" in out
@@ -67,9 +67,14 @@ def test_ports_outside_the_new_range_are_not_called_closed(tmp_path: Path, capsy
     a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
     _store(a, [_r(22, "ssh"), _r(5000, "upnp")], ports="1-65535")
     _store(b, [_r(22, "ssh")], ports="1-1000")
-    assert diff.main([str(a), str(b), "--json"]) == 1
+    # not a change both scans saw: listed apart, exit 0 (monitoring must not alert on it)
+    assert diff.main([str(a), str(b), "--json"]) == 0
     (change,) = json.loads(capsys.readouterr().out)["changes"]
     assert change["change"] == "unscanned" and change["port"] == 5000
+    # and the other way round: open now, outside the old scan's ports
+    assert diff.main([str(b), str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "? 5000/tcp" in out and "not scanned before" in out and "opened" not in out
 
 
 def test_bad_inputs_exit_2_with_the_file_name(tmp_path: Path, capsys) -> None:

@@ -2,18 +2,48 @@
 
 Each subcommand lives in `servprobe.commands.<name>` and exposes `main(argv) -> int`.
 Usage errors exit 2, interrupted runs 130; no Python traceback reaches the user.
+A first word that is not a subcommand is a scan target — unless it looks like a mistyped
+subcommand (`servprobe dbx`) and is no host name either: then the user gets the suggestion
+instead of a silent "Failed to resolve" scan.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import socket
 import sys
 
 SUBCOMMANDS = {
     "db": "servprobe.commands.db",
     "match": "servprobe.commands.match",
     "diff": "servprobe.commands.diff",
+    "convert": "servprobe.commands.convert",
 }
+
+# shown at the end of `servprobe --help` (the scan command's help)
+SUBCOMMAND_HELP = """\
+subcommands (servprobe SUBCOMMAND --help for each):
+  db       check, compile and inspect probe databases (servprobe db check FILE)
+  match    identify a captured response or re-identify nmap SF- fingerprints
+  diff     what changed between two scans (stores or -oX files); exit 1 on a change
+  convert  render an earlier scan (-oX file, ours or nmap's, or a store) as -oJ/-oC/-oH
+"""
+
+
+def suggestion(word: str) -> str | None:
+    """The subcommand `word` looks like a typo of, if any."""
+    if not word or word.startswith("-") or any(c in word for c in ".:/,*[]") or word.isdigit():
+        return None
+    close = difflib.get_close_matches(word.lower(), list(SUBCOMMANDS), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _resolves(name: str) -> bool:
+    try:
+        return bool(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         args = args[1:]
     else:
         module = "servprobe.commands.scan"
+        near = suggestion(args[0]) if args else None
+        if near is not None:
+            if not _resolves(args[0]):
+                print(
+                    f"servprobe: error: {args[0]!r} is neither a subcommand nor a host name that "
+                    f"resolves; did you mean `servprobe {near}`? (servprobe --help lists them)",
+                    file=sys.stderr,
+                )
+                return 2
+            print(f"servprobe: note: scanning host {args[0]!r}; `servprobe {near}` is the "
+                  "subcommand", file=sys.stderr)
     try:
         return importlib.import_module(module).main(args)
     except KeyboardInterrupt:

@@ -5,9 +5,13 @@ in any mix. A port is compared by (address, proto, port); changes are:
   opened   open (or open|filtered) now, not before
   closed   open before, not now (closed, filtered, or no longer listed)
   changed  open in both, but service, product, version, extrainfo or tunnel differ
-Ports outside the newer scan's port list are reported as not rescanned, not as closed.
+A port counts as opened or closed only if both scans covered it: a port open now that the
+older scan's port list did not include is "not scanned before" (kind `unscanned-before`),
+one open before that the newer scan left out is "not rescanned" (kind `unscanned`). Those
+are listed apart and do not count as changes.
 
-Exit status like diff(1) and ndiff: 0 no change, 1 changes found, 2 error.
+Exit status like diff(1) and ndiff: 0 nothing changed that both scans saw, 1 something did
+(a port opened, closed or changed, a host came up or went down), 2 error.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ examples:
   servprobe diff scans.sqlite scans.sqlite --old-scan 3 --new-scan 5
   servprobe diff nmap-baseline.xml today.sqlite
 
-exit status: 0 no change, 1 changes found, 2 error
+exit status: 0 no change both scans saw (ports only one scan covered are listed apart,
+  as "not scanned before" / "not rescanned"), 1 changes found, 2 error
 """
 
 
@@ -59,7 +64,7 @@ class Snapshot:
 
 @dataclass(slots=True)
 class Change:
-    kind: str  # opened | closed | changed | unscanned
+    kind: str  # opened | closed | changed | unscanned (not rescanned) | unscanned-before
     address: str
     proto: str
     port: int
@@ -224,7 +229,10 @@ def compare(old: Snapshot, new: Snapshot) -> list[Change]:
             if diff:
                 changes.append(Change("changed", address, proto, port, a, b, diff))
         elif _is_open(b):
-            changes.append(Change("opened", address, proto, port, a, b))
+            if a is None and not old.was_scanned(proto, port):
+                changes.append(Change("unscanned-before", address, proto, port, None, b))
+            else:
+                changes.append(Change("opened", address, proto, port, a, b))
         elif _is_open(a):
             if b is None and not new.was_scanned(proto, port):
                 changes.append(Change("unscanned", address, proto, port, a, None))
@@ -247,7 +255,9 @@ def _key_order(key: tuple[str, str, int]) -> tuple[Any, ...]:
 
 # -- output ---------------------------------------------------------------------------------
 
-_MARK = {"opened": "+", "closed": "-", "changed": "~", "unscanned": "?"}
+_MARK = {"opened": "+", "closed": "-", "changed": "~", "unscanned": "?", "unscanned-before": "?"}
+# kinds that mean "something changed that both scans saw" (the exit status)
+SEEN_BY_BOTH = frozenset({"opened", "closed", "changed"})
 
 
 def _describe(r: ServiceResult | None) -> str:
@@ -284,10 +294,13 @@ def render_text(old: Snapshot, new: Snapshot, changes: list[Change]) -> str:
             lines.append(f"  + {where:<11} {_describe(c.new)}  (was {_describe(c.old)})")
         elif c.kind == "closed":
             lines.append(f"  - {where:<11} {_describe(c.new)}  (was {_describe(c.old)})")
+        elif c.kind == "unscanned-before":
+            lines.append(f"  ? {where:<11} {_describe(c.new)}  (not scanned before)")
         else:
             lines.append(f"  ? {where:<11} not rescanned  (was {_describe(c.old)})")
     counts = {k: sum(1 for c in changes if c.kind == k) for k in _MARK}
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no changes"
+    names = {"unscanned": "not rescanned", "unscanned-before": "not scanned before"}
+    summary = ", ".join(f"{n} {names.get(k, k)}" for k, n in counts.items() if n) or "no changes"
     lines.append(f"# {summary}")
     # service text came from the network: never let it drive the terminal
     return "\n".join(terminal_safe(line) for line in lines) + "\n"
@@ -343,5 +356,5 @@ def main(argv: list[str]) -> int:
             return 2
     else:
         sys.stdout.write(text)
-    differs = bool(changes) or old.hosts_up != new.hosts_up
+    differs = any(c.kind in SEEN_BY_BOTH for c in changes) or old.hosts_up != new.hosts_up
     return 1 if differs else 0

@@ -22,6 +22,7 @@ a resume probes it again.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from servprobe.result import HostResult, ScanRun, ServiceResult
-from servprobe.store.paths import default_store_path
+from servprobe.store.paths import default_keep, default_store_path, prune_default_stores
 from servprobe.store.sqlite import Key, ResumeState, Store, StoreError
 
 OPEN_STATES = ("open", "open|filtered")
@@ -43,6 +44,7 @@ Store and resume:
                     (default: a new file under the user state dir, e.g.
                     ~/.local/state/servprobe/scans/scan-YYYYmmdd-HHMMSS.sqlite)
   --no-store        do not keep a store
+  --store-keep N    keep only the newest N default stores (default 10, $SERVPROBE_STORE_KEEP)
   --resume FILE     continue the interrupted scan stored in FILE (no other options):
                     finished hosts and services are not scanned again, and every output
                     of the original command is written in full
@@ -359,6 +361,14 @@ def prepare(argv: list[str]) -> tuple[list[str], StoreSession] | int:
     rest, resume = _take_option(list(argv), "--resume", value=True)
     rest, stores = _take_option(rest, "--store", value=True)
     rest, no_store = _take_option(rest, "--no-store", value=False)
+    rest, keeps = _take_option(rest, "--store-keep", value=True)
+    keep = default_keep()
+    if keeps:
+        text = keeps[-1] or ""
+        if not text.isdigit() or int(text) < 1:
+            _err(f"--store-keep needs a positive number, not {text!r}")
+            return 2
+        keep = int(text)
     if resume:
         if len(resume) > 1 or resume[0] is None or not resume[0]:
             _err("--resume takes one FILE (the store of the interrupted scan)")
@@ -384,8 +394,34 @@ def prepare(argv: list[str]) -> tuple[list[str], StoreSession] | int:
         return 2
     if no_store:
         return rest, StoreSession(None, rest)
-    path = Path(stores[-1]) if stores else default_store_path()
-    return rest, StoreSession(path, rest)
+    if stores:
+        # an explicit request that fails is an error, before any packet is sent
+        path = Path(stores[-1])
+        existed = path.exists()
+        try:
+            store = Store.open(path)
+        except StoreError as exc:
+            _err(f"--store: {exc}")
+            return 2
+        if not existed:
+            atexit.register(_remove_if_unused, path)
+        return rest, StoreSession(path, rest, store=store)
+    # the default store may degrade to a warning (open_store); old ones are pruned first
+    prune_default_stores(keep - 1)
+    return rest, StoreSession(default_store_path(), rest)
+
+
+def _remove_if_unused(path: Path) -> None:
+    """A store created for a command that then failed (a usage error): leave no file."""
+    try:
+        with Store.open(path, create=False) as store:
+            if store.scans():
+                return
+    except Exception:  # never let cleanup turn into an error at exit
+        return
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            f.unlink()
 
 
 def attach(
