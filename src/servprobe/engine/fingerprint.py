@@ -3,6 +3,9 @@
     SF-Port{port}-{TCP|UDP}:V={version}[%T=SSL]%I={intensity}%D={month}/{day}%Time={hex unix}
     %P={platform}%r({probe},{hex total length},"{escaped response}")...;
 
+Sans-IO like the rest of engine/: the time and the platform triplet (nmap's NMAP_PLATFORM,
+from servprobe.net.hostinfo) are given by the caller.
+
 The text is wrapped exactly as nmap wraps it: a newline plus "SF:" is inserted whenever the
 running length (wrappers included) reaches 74 modulo 75, so every line is 74 characters and
 continuation lines start with "SF:". The terminating ';' is never wrapped.
@@ -17,7 +20,6 @@ no response is added once the text is longer than 2200 characters.
 from __future__ import annotations
 
 import string
-import sys
 import time
 
 from servprobe import __version__
@@ -29,21 +31,6 @@ _ALNUM = frozenset((string.ascii_letters + string.digits).encode())
 _META = frozenset(b'\\?"[]().*+$^|')
 _PUNCT = frozenset(string.punctuation.encode())
 _DIGITS = frozenset(string.digits.encode())
-
-
-def platform_triplet() -> str:
-    """Something like nmap's NMAP_PLATFORM (x86_64-pc-linux-gnu)."""
-    import platform
-
-    machine = platform.machine() or "unknown"
-    system = sys.platform
-    if system.startswith("linux"):
-        return f"{machine}-pc-linux-gnu"
-    if system == "darwin":
-        return f"{machine}-apple-darwin"
-    if system == "win32":
-        return f"{machine}-pc-windows-windows"
-    return f"{machine}-unknown-{system}"
 
 
 def escape_response(data: bytes) -> str:
@@ -111,17 +98,19 @@ class FingerprintBuilder:
             self._len += len(chunk)
             text = text[room:]
 
-    def add(self, probe_name: str, data: bytes) -> None:
+    def add(self, probe_name: str, data: bytes, when: float | None = None) -> None:
+        """Add one response; `when` (unix time) dates the fingerprint if it is the first."""
         if not data or self._len > MAX_LENGTH:
             return
         if not self._parts:
-            when = time.time() if self.now is None else self.now
-            tm = time.localtime(when)
+            when = when if self.now is None else self.now
+            when = 0.0 if when is None else when  # sans-IO: the caller says what time it is
+            tm = time.localtime(when)  # a conversion (nmap prints the local date), not a clock read
             head = (
                 f"SF-Port{self.port}-{self.proto.upper()}:V={__version__}"
                 f"{'%T=SSL' if self.tls else ''}%I={self.intensity}"
                 f"%D={tm.tm_mon}/{tm.tm_mday}%Time={int(when):X}"
-                f"%P={self.platform or platform_triplet()}"
+                f"%P={self.platform or 'unknown'}"
             )
             self._add(head)
         self._add(f'%r({probe_name},{len(data):X},"')

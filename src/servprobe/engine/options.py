@@ -22,6 +22,11 @@ class ServiceTarget:
     port: int
     proto: Literal["tcp", "udp"]
     hostname: str | None = None  # for TLS SNI and reports
+    # what the engine may not look up itself (sans-IO): the port table's name for the port
+    # (the "http?" guess of an unidentified service; the driver fills it in when None) and
+    # what the port scan saw ("open": it answered, so a UDP port stays open without answers)
+    table_name: str | None = None
+    state: str | None = None
     # the host timeout's deadline on the event loop's clock (loop.time()), set by the scan
     # runner, whose clock is the only one: the driver aborts the service when it passes
     deadline: float | None = None
@@ -50,3 +55,9 @@ class EngineOptions:
     speculation_grace: float = 0.5
     speculation_delay: float = 0.2  # NULL listens alone this long before speculation starts
     per_host_connections: int | None = None  # speculative connections per host (None: by timing)
+    debug: int = 0  # -d: internal errors of a service are printed
+    # facts about the machine, filled in by the driver (servprobe.net.hostinfo): the engine
+    # reads no clock and probes no platform
+    tls: bool = True  # TLS available (Python built with OpenSSL)
+    platform: str | None = None  # nmap's platform triplet for SF- fingerprints
+    clock_offset: float | None = None  # wall-clock time minus the driver's clock

@@ -50,6 +50,14 @@ class Planner:
             self._cache[key] = plan
         return plan
 
+    def listed_end(self, proto: str, port: int, tls: bool, intensity: int) -> int:
+        """Index in order() just past the port-listed probes (where rarity selection starts)."""
+        order = self.order(proto, port, tls, intensity)
+        k = 1 if order and order[0].is_null else 0
+        while k < len(order) and port in (order[k].sslports if tls else order[k].ports):
+            k += 1
+        return k
+
     def _build(self, proto: str, port: int, tls: bool, intensity: int) -> tuple[Probe, ...]:
         out: list[Probe] = []
         if proto == "tcp" and self._null is not None:

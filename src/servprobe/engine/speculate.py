@@ -1,0 +1,376 @@
+"""The speculative outcome provider: later steps run ahead, on their own connections.
+
+Theory of operation
+===================
+
+The walk (engine.state) consumes steps strictly in nmap's order and asks a provider for step
+k's outcome. The direct provider (engine.provider) runs one step at a time with nmap's
+waits. This one also starts *speculative attempts*: later steps run at once, each on its own
+new connection, at most options.probe_parallelism per service and as many as the shared
+`ConnBudget` (per host and global) allows. A speculative attempt of step k performs exactly
+the interaction the sequential run would perform for step k (new connection, probe sent at
+once, read for the probe's wait), only earlier. Assuming a server treats connections
+independently of when they are opened, its outcome is the outcome the sequential run would
+see, so it can stand in for step k. The walk still consumes outcomes in order, so a result
+from step k is final only once every earlier step has resolved without a hard match;
+softmatch filtering is applied by the walk when it reaches a step, and attempts of steps the
+filter excludes are simply ignored.
+
+Two steps cannot be run ahead that way, because they depend on the NULL connection: NULL
+itself (listen without speaking) and the cheat step (probe after NULL's silence, on the same
+connection). Waiting for them would cost NULL's full wait (6 s) on every request-first
+service, which is most of nmap's scan time. The rule that lets us skip that wait:
+
+  *Silence rule.* While NULL is pending on connection A (connected at tA, zero bytes, still
+  open), if a speculative attempt F got its first bytes L seconds after its own connect, then
+  once A has stayed silent until tA + L + grace (options.speculation_grace, default 0.5 s)
+  the server is taken to be request-first: it answered a probe on F but said nothing
+  unprompted on A over the same delay. Under that hypothesis NULL's outcome is "nothing"
+  (an inferred, "virtual" outcome) and the cheat step's outcome equals its speculative
+  outcome on a new connection (an idle request-first server answers a probe the same after
+  6 s of silence as at once), so A is closed and the walk continues with speculative outcomes.
+
+The silence rule never fires for banner-first services (A gets the banner at about the time F
+gets data, so A is not silent), for late-banner services (F gets nothing before the banner,
+which A gets too), for silent ports (no data anywhere) or for tcpwrapped ports (F is closed
+too). Without it, NULL and the cheat step run exactly as nmap runs them and only steps after
+the cheat step are sped up. Known limit: a server that answers requests at once *and* sends an
+unsolicited message to idle clients more than `grace` later (e.g. an idle-timeout notice)
+would be identified by its answer, where nmap would see the notice first.
+
+Two more rules of the same kind let the walk pass steps whose own wait would otherwise stall
+it while other steps already proved the server answers requests (the evidence: the slowest
+first answer Lmax seen on any speculative attempt of this sequence):
+
+  *Quiet-step rule.* Step k's attempt sent its probe at tk and has received nothing; once
+  the walk is at k and tk + Lmax + grace has passed, step k is resolved as silent. A server
+  that answers some probes within Lmax and ignores this one (nginx and redis ignore
+  GenericLines' blank lines, DNS servers ignore most UDP probes) would give nmap the same
+  silence after its full wait. It costs the answer only for a server that answers this very
+  probe more slowly than Lmax + grace while answering others faster.
+
+  *Datagram rule (UDP).* A UDP answer arrives whole: after a datagram, the attempt waits only
+  Lmax + grace for another one instead of the probe's full wait.
+
+Launching: the window
+---------------------
+Speculation on TCP starts options.speculation_delay (0.2 s) after NULL connects, not at once:
+banner-first services answer NULL within milliseconds and need no extra connections (a burst
+of them would even make sshd drop connections, MaxStartups). Attempts are launched in order
+(port-listed probes first), skipping probes a softmatch already excludes (also the softmatch
+NULL's still-running read has so far: the walk will apply it unless NULL hard-matches later,
+and a step skipped now still runs in order if needed). The *window* bounds
+how many started steps may be ahead of the walk (finished ones count too, or a service that
+answers fast would get every probe at once):
+
+  * 4 at first (SPEC_FIRST_WINDOW);
+  * after another speculation_delay, all of probe_parallelism if no attempt got an answer (a
+    silent port: parallel waits are the whole point), else still 4 (request-first services are
+    usually settled by the first few steps);
+  * *Unmatched-banner ramp.* While the step the walk waits at is NULL or the cheat step and
+    it has already received bytes that matched no line, the walk is bound to sit out that
+    step's full wait (nmap's rule: an unrecognized banner is read to the end), and the
+    service has shown that it answers on parallel connections. Each speculative attempt
+    that then gets its first bytes widens the window by one, as an ACK does in TCP's slow
+    start: the window doubles every round trip up to probe_parallelism. A chatty unknown
+    service (banner plus an unmatched reply to every probe, connection kept open) thus costs
+    NULL's wait plus the cheat step's wait (about 11 s) instead of one 5 s wait per four
+    probes (about 50 s). Recognised banners hard-match before speculation starts, and
+    request-first services never trigger it (NULL has no bytes), so neither gets more
+    connections than before. Outcomes do not depend on the window, only the connection count.
+
+Responses of speculative attempts ahead of the walk are not matched as they arrive: the
+lengths at which they would have been matched are kept, and the prefixes are matched in order
+when (if ever) the walk reaches that step, with the same result. A service that answers
+every probe thus costs one regex pass per step the order really needs, not one per probe.
+
+A refused speculative connection says more about bursts (listen backlog, connection-rate
+limits) than about the service: the attempt is forgotten, speculation stops for this service
+and the step runs in order later. All rules apply only while speculating; --sequential (the
+direct provider) waits every wait, as nmap does.
+
+Silent ports cost about one NULL wait plus one probe wait when probe_parallelism covers the
+order (default 32: nmap's DB selects ~30 TCP probes at intensity 7), instead of one wait per
+probe: NULL 6 s + cheat step 5 s, against about 150 s sequentially.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from servprobe.engine.provider import MATCH_INTERVAL, TIMER_SLACK, Attempt, DirectProvider, Outcome
+
+if TYPE_CHECKING:
+    from servprobe.engine.budget import ConnBudget
+    from servprobe.engine.provider import Kind
+    from servprobe.engine.state import ServiceMachine
+    from servprobe.probes.model import Identification, Probe
+
+SPEC_FIRST_WINDOW = 4
+SPEC_ANSWERING_WINDOW = 4
+
+
+def choose_provider(walk: ServiceMachine, budget: ConnBudget | None, key: int) -> DirectProvider:
+    """The speculative provider unless --sequential, no parallelism or a zero budget."""
+    o = walk.opts
+    speculate = (
+        not o.sequential
+        and o.probe_parallelism > 0
+        and (budget is None or budget.limit is None or budget.limit > 0)
+    )
+    return SpeculativeProvider(walk, budget, key) if speculate else DirectProvider(walk, budget, key)
+
+
+class SpeculativeProvider(DirectProvider):
+    """Runs later steps ahead of the walk and infers some outcomes early (module docstring)."""
+
+    speculative = True
+
+    def __init__(self, walk: ServiceMachine, budget: ConnBudget | None, key: int) -> None:
+        self.active = True  # False once a speculative connect was refused: direct from then on
+        self.grace = float(walk.opts.speculation_grace)
+        self.spec_delay = float(walk.opts.speculation_delay)
+        super().__init__(walk, budget, key)
+
+    def begin(self) -> None:
+        super().begin()
+        self._silent_null = False  # the silence rule fired
+        self._evidence: float | None = None  # fastest first answer on a speculative attempt
+        self._evidence_max: float | None = None  # slowest first answer (quiet-step rule)
+        self._spec_t0: float | None = None  # first speculative launch
+        self._spec_wake: float | None = None  # when speculation wants to launch more
+        self._ramp = 0  # window growth earned by the unmatched-banner ramp
+
+    # ------------------------------------------------------------ the walk's questions -------
+
+    def outcome(self, k: int, kind: Kind, now: float) -> Outcome | None:
+        if kind == "null":
+            if self._null_out is None and self._silence_rule(now):
+                self.w.note("NULL probe: request-first service (silence rule), NULL resolved as silent")
+                self._silent_null = True
+                if self._null_att is not None:
+                    self._close(self._null_att)
+                self._null_out = Outcome(None, b"", "virtual")
+            return self._null_out
+        if kind == "cheat" and not self._silent_null:
+            return self._cheat_out
+        probe = self.w.order[k]
+        out = self._fresh.get(k)
+        if out is not None and out.marks is not None:
+            out = self._fresh[k] = self._resolve_lazy(probe, out)
+        if out is None and self._activate(k, now):
+            out = self._fresh.get(k)
+        if out is None:
+            att = self._quiet_attempt(k)
+            if att is not None and now + TIMER_SLACK >= self._quiet_check_at(att):
+                self.w.note(f"probe {probe.name}: silent while other probes were answered (quiet-step rule)")
+                out = self._fresh[k] = Outcome(None, b"", "virtual")
+                self._close(att)
+        return out
+
+    def run(self, k: int, kind: Kind, now: float) -> None:
+        if kind == "cheat" and self._silent_null:
+            kind = "fresh"  # the silence rule: the cheat step's outcome is a fresh attempt's
+        super().run(k, kind, now)
+        if self.active:
+            self._speculate(now)
+
+    def next_deadline(self) -> float | None:
+        best = super().next_deadline()
+        cands = [self._silence_check_at(), self._spec_wake]
+        k = self.w.cursor
+        if not self.w.finished and k < len(self.w.order):
+            quiet = self._quiet_attempt(k)
+            if quiet is not None:
+                cands.append(self._quiet_check_at(quiet))
+        for c in cands:
+            if c is not None and (best is None or c < best):
+                best = c
+        return best
+
+    # ------------------------------------------------------------ events ----------------------
+
+    def _on_data(self, att: Attempt, data: bytes, now: float) -> None:
+        if att.sent_at is None:
+            return
+        if att.first_data_at is None:
+            att.first_data_at = now
+            if att.kind == "fresh" and att.connected_at is not None:
+                lat = now - att.connected_at
+                if self._evidence is None or lat < self._evidence:
+                    self._evidence = lat
+                if self._evidence_max is None or lat > self._evidence_max:
+                    self._evidence_max = lat
+                if att.budgeted and self._blocked_on_unmatched_data():
+                    self._ramp += 1  # unmatched-banner ramp (module docstring)
+        full = self._take(att, data)
+        if self.proto == "udp" and self.active and att.deadline is not None:
+            # datagram rule: a UDP answer comes whole; a second datagram later than the
+            # slowest first answer plus grace is not waited for
+            att.deadline = min(att.deadline, now + (self._evidence_max or 0.0) + self.grace)
+        if att.marks is not None:
+            # An attempt ahead of the walk: its outcome may never be needed (an earlier step
+            # may hard-match), so matching waits until the walk gets there; only the points
+            # where it would have been matched are kept.
+            if att.last_match is None or now - att.last_match >= MATCH_INTERVAL or full:
+                att.marks.append(len(att.buf))
+                att.last_match = now
+            if full:
+                self._end(att, Outcome(None, bytes(att.buf), "cap"), now)
+            return
+        self._match_as_read(att, full, now)
+
+    def _on_connect_failed(self, att: Attempt, now: float) -> None:
+        if att.kind == "fresh" and att.budgeted and att.step != self.w.cursor:
+            # A refused speculative connection says more about bursts than about the
+            # service: forget the attempt, stop speculating, run the step in order later.
+            self.w.note(f"connect failed for {self.w.where()} (conn {att.conn}): speculation stops")
+            self._close(att)
+            self._started.discard(att.step)
+            self.active = False
+            return
+        super()._on_connect_failed(att, now)
+
+    def _keeps_udp_socket(self) -> bool:
+        return self.proto == "udp" and not self.active
+
+    def _end(self, att: Attempt, out: Outcome, now: float, closed: bool = False) -> None:
+        if att.marks is not None and out.ident is None and out.marks is None:
+            marks = att.marks
+            if att.buf and (not marks or marks[-1] != len(att.buf)):
+                marks.append(len(att.buf))
+            out.marks = marks
+        super()._end(att, out, now, closed)
+
+    def _connect(self, k: int, probe: Probe, kind: Kind, now: float) -> Attempt:
+        att = super()._connect(k, probe, kind, now)
+        if kind == "fresh" and k != self.w.cursor and att.sent_at is None:
+            att.marks = []
+        return att
+
+    # ------------------------------------------------------------ lazy matching --------------
+
+    def _resolve_lazy(self, probe: Probe, out: Outcome) -> Outcome:
+        """Match a lazily kept response the way it would have been matched as it arrived."""
+        soft: Identification | None = None
+        for mark in out.marks or ():
+            ident = self.w.match(probe, out.data[:mark])
+            if ident is not None and not ident.soft:
+                self.w.note(f"probe {probe.name} on {self.w.where()} matched {ident.service} (line {ident.source})")
+                return Outcome(ident, out.data[:mark], "match")
+            if ident is not None and soft is None:
+                soft = ident
+        return Outcome(soft, out.data, out.end, out.wrapped)
+
+    def _activate(self, k: int, now: float) -> bool:
+        """The walk reached step k while its attempt still runs: match what it has so far and
+        match as data arrives from now on. True when that produced its outcome."""
+        for att in list(self._attempts.values()):
+            if att.kind == "fresh" and att.step == k and not att.done and att.marks is not None:
+                if att.buf and (not att.marks or att.marks[-1] != len(att.buf)):
+                    att.marks.append(len(att.buf))
+                lazy = self._resolve_lazy(att.probe, Outcome(None, bytes(att.buf), "timeout", marks=att.marks))
+                att.marks = None
+                if lazy.end == "match":
+                    self._end(att, lazy, now)
+                    return True
+                att.soft = lazy.ident
+                att.last_match = now
+                return False
+        return False
+
+    # ------------------------------------------------------------ silence & quiet rules ------
+
+    def _silence_check_at(self) -> float | None:
+        att = self._null_att
+        if (
+            not self.active
+            or att is None
+            or att.kind != "null"
+            or att.done
+            or att.connected_at is None
+            or att.buf
+            or self._evidence is None
+        ):
+            return None
+        return att.connected_at + self._evidence + self.grace
+
+    def _silence_rule(self, now: float) -> bool:
+        when = self._silence_check_at()
+        return when is not None and now + TIMER_SLACK >= when
+
+    def _quiet_attempt(self, k: int) -> Attempt | None:
+        """The running attempt of step k, if the quiet-step rule may judge it: a speculative
+        service that answered some probe, and step k's own connection still without a byte."""
+        if not self.active or self._evidence_max is None:
+            return None
+        if self.w.order[k].is_null or (self.w.at_cheat_step() and not self._silent_null):
+            return None
+        for att in self._attempts.values():
+            if att.kind == "fresh" and att.step == k and not att.done:
+                if att.sent_at is None or att.buf:
+                    return None
+                return att
+        return None
+
+    def _quiet_check_at(self, att: Attempt) -> float:
+        assert att.sent_at is not None and self._evidence_max is not None
+        return att.sent_at + self._evidence_max + self.grace
+
+    # ------------------------------------------------------------ launching ------------------
+
+    def _blocked_on_unmatched_data(self) -> bool:
+        """The walk waits at NULL or the cheat step, which holds bytes no line hard-matched."""
+        att = self._null_att
+        return att is not None and not att.done and bool(att.buf) and att.kind in ("null", "cheat")
+
+    def _spec_start_at(self) -> float | None:
+        """When speculation may begin: a short while after NULL connects (TCP)."""
+        if self.proto != "tcp" or self.w.cursor > 0:
+            return None
+        null = self._null_att
+        if null is None or null.connected_at is None:
+            return float("inf")
+        return null.connected_at + self.spec_delay
+
+    def _window(self, now: float) -> int:
+        """Speculative attempts allowed ahead of the walk now (see the module docstring)."""
+        full = self.opts.probe_parallelism
+        if self._spec_t0 is None:
+            return min(full, SPEC_FIRST_WINDOW + self._ramp)
+        grow_at = self._spec_t0 + self.spec_delay
+        if now + TIMER_SLACK < grow_at:
+            self._spec_wake = grow_at
+            return min(full, SPEC_FIRST_WINDOW + self._ramp)
+        if self._evidence is not None:
+            return min(full, SPEC_ANSWERING_WINDOW + self._ramp)
+        return full
+
+    def _speculate(self, now: float) -> None:
+        self._spec_wake = None
+        start = self._spec_start_at()
+        if start is not None and now + TIMER_SLACK < start:
+            if start != float("inf"):
+                self._spec_wake = start
+            return
+        cursor = self.w.cursor
+        ahead = sum(1 for k in self._started if k >= cursor)
+        limit = self._window(now)
+        if self._spec_t0 is None:
+            self._spec_t0 = now
+        order = self.w.order
+        # NULL's (or the cheat step's) running softmatch will filter the walk once that step
+        # ends without a hard match: steps it excludes are not worth a connection now
+        pending = self._null_att.soft if self._null_att is not None else None
+        for k in range(cursor, len(order)):
+            if ahead >= limit:
+                return
+            probe = order[k]
+            if probe.is_null or k in self._started or not self.w.allowed(probe, pending):
+                continue
+            if self.budget is not None and not self.budget.try_acquire(self.key):
+                return
+            self._started.add(k)
+            att = self._connect(k, probe, "fresh", now)
+            att.budgeted = True
+            ahead += 1
