@@ -84,7 +84,7 @@ def test_pipeline_streams_services_then_reports_hosts() -> None:
         port = srv.getsockname()[1]
         srv2.bind(("127.0.0.2", port))
         srv2.listen(16)
-        closed = list(range(41000, 41040))  # 40 closed: collapsed
+        closed = _closed_tcp_ports(40)  # 40 closed: collapsed
         engine, seen = fake_engine(0.05)
         runner, rec = make(["127.0.0.1", "127.0.0.2"], [port, *closed], engine)
         run = asyncio.run(runner.execute())
@@ -207,11 +207,11 @@ def _free_udp_ports(n: int) -> list[socket.socket]:
 
 
 def _closed_tcp_ports(n: int) -> list[int]:
-    """n loopback TCP ports nobody listens on (bound then released, so currently free)."""
+    """n TCP ports nobody listens on, on any address (bound to 0.0.0.0, then released)."""
     out: list[int] = []
     while len(out) < n:
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
         s.close()
         if port not in out:
@@ -341,3 +341,32 @@ def test_host_timeout_is_one_clock_and_a_repeated_address_starts_afresh() -> Non
     assert first.timedout and [(p.port, p.method) for p in first.ports] == [(port, "table")]
     assert not second.timedout
     assert [(p.port, p.service, p.product) for p in second.ports] == [(port, "ssh", "OpenSSH")]
+
+
+def test_nothing_is_kept_per_finished_host() -> None:
+    # bug 9 (issue 11): memory grew with the number of hosts scanned: run.hosts kept every up
+    # host only to be counted, and the JSON Lines reporter a key per port ever written.
+    # Before the fix 64 hosts left 64 HostResults and 64 keys behind.
+    import io
+
+    from servprobe.report.jsonl import JsonLinesReporter
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", 0))  # one open port on every 127.x address
+    srv.listen(256)
+    port = srv.getsockname()[1]
+    try:
+        engine, seen = fake_engine(0.0)
+        out = io.StringIO()
+        jsonl = JsonLinesReporter(out)
+        run = ScanRun(args=[], start=time.time())
+        config = RunConfig(ports=PortSelection({"tcp": [port]}), reverse_dns=False, skip_discovery=True,
+                           portscan=PortScanConfig(timeout=0.5, retries=0, concurrency=64))
+        runner = ScanRunner(build_target_list(["127.1.0.0/26"]), config, Outputs([jsonl]), run, engine)
+        asyncio.run(runner.execute())
+    finally:
+        srv.close()
+    assert len(seen) == 64 and run.hosts_total == 64 and run.hosts_up == 64
+    assert out.getvalue().count('"type":"port"') == 64
+    assert run.hosts == [] and jsonl.seen == {} and runner._hosts == {}

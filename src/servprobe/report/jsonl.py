@@ -63,7 +63,9 @@ class JsonLinesReporter:
     def __init__(self, fh: IO[str], *, close: bool = False) -> None:
         self.fh = fh
         self._close = close
-        self.seen: set[tuple[str, str, int]] = set()
+        # ports already written, of hosts not reported yet: a host's line ends its ports, so
+        # its keys are dropped then (memory stays flat in the number of hosts)
+        self.seen: dict[str, set[tuple[str, int]]] = {}
         self.verbose = 0
 
     def _w(self, obj: dict[str, Any]) -> None:
@@ -87,19 +89,23 @@ class JsonLinesReporter:
         )
 
     def port(self, result: ServiceResult) -> None:
-        if result.key in self.seen:
+        seen = self.seen.setdefault(result.address, set())
+        key = (result.proto, result.port)
+        if key in seen:
             return
-        self.seen.add(result.key)
+        seen.add(key)
         self._w(port_dict(result))
 
     def host(self, host: HostResult) -> None:
         if host.status == "down" and self.verbose < 1:
+            self.seen.pop(host.address, None)
             return  # a /16 sweep would otherwise write a line per empty address
         listed, extra = list(host.ports), list(host.extra)
         if not extra and not host.extraports:
             listed, extra = split_ports(host.ports)
         for r in listed:
             self.port(r)  # listed closed/filtered ports, and anything not streamed yet
+        self.seen.pop(host.address, None)
         self._w(
             {
                 "type": "host",
