@@ -8,7 +8,8 @@ BIN     = $(VENV)/bin
 # iproute2 (ip netns) and util-linux (unshare): rpcbind/rpc.statd run in a namespace of the test's.
 APT_PACKAGES = nmap nmap-common ndiff libxml2-utils openssl ssl-cert \
 	openssh-server openssh-client nginx vsftpd postfix redis-server memcached dnsmasq-base \
-	postgresql stunnel4 rpcbind nfs-common tmux chromium chromium-driver iproute2 util-linux
+	postgresql stunnel4 rpcbind nfs-common tmux chromium chromium-driver iproute2 util-linux \
+	rabbitmq-server mosquitto snmpd
 
 .PHONY: run test venv deps apt lint bench clean
 

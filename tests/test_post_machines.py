@@ -178,18 +178,19 @@ def test_http_server_header_fills_product_only_when_missing() -> None:
 
 
 def test_https_redirect_same_port_only() -> None:
-    answer = b"HTTP/1.1 301 Moved\r\nLocation: https://h:9999/\r\n\r\n"
+    answer = b"HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:9999/\r\n\r\n"
     _, f = _run(http.HttpMachine, answer, _result("http"))
     assert f.tunnel == "ssl" and f.more[0].id == "https-redirect"
-    _, f = _run(http.HttpMachine, answer.replace(b"9999", b"8443"), _result("http"))
-    assert f is None or f.tunnel is None
+    for other in (answer.replace(b"9999", b"8443"), answer.replace(b"127.0.0.1", b"elsewhere.example")):
+        _, f = _run(http.HttpMachine, other, _result("http"))
+        assert f is None or f.tunnel is None
 
 
 def test_redis_info_and_noauth() -> None:
     body = b"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nos:Linux\r\nexecutable:/x\r\n"
     _, f = _run(redis.RedisMachine, b"$%d\r\n" % len(body) + body)
     assert f.fields == {"product": "Redis key-value store", "version": "7.0.15"}
-    assert f.script.elements == {"redis_version": "7.0.15", "redis_mode": "standalone", "os": "Linux"}
+    assert f.script.elements == {"Version": "7.0.15", "Mode": "standalone", "Operating System": "Linux"}
     _, f = _run(redis.RedisMachine, b"-NOAUTH Authentication required.\r\n")
     assert f.script.output == "authentication required" and not f.fields
 

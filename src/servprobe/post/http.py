@@ -84,10 +84,11 @@ class HttpMachine(Buffered):
         if 300 <= self.status < 400 and self.result.tunnel != "ssl" and location.lower().startswith("https://"):
             try:
                 url = urlsplit(location)
-                port = url.port or 443
+                port, where = url.port or 443, url.hostname or ""
             except ValueError:
-                port = None
-            if port == self.result.port:
+                port, where = None, ""
+            # same port, and not some other machine (as nmap's https-redirect checks)
+            if port == self.result.port and where in ("", self.result.address, self.result.hostname):
                 f.tunnel = "ssl"
                 f.more.append(ScriptResult("https-redirect", f"Redirects to {location}",
                                            {"location": location}))

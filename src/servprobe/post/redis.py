@@ -2,8 +2,9 @@
 
 Asks: the inline command `INFO server`.
 Reads: the bulk-string reply (`$N` then `key:value` lines): redis_version (the version the
-walk cannot see on a non-standard port), redis_mode, os, arch_bits, tcp_port, and the
-product (Redis, or Valkey where `valkey_version` is present). `-NOAUTH`/`-ERR` replies are
+walk cannot see on a non-standard port), redis_mode, os, arch_bits (extrainfo "64 bits", as
+nmap's redis-info), process_id, tcp_port, uptime, under nmap's element names where nmap's
+script has them; the product is Redis, or Valkey where `valkey_version` is present. `-NOAUTH`/`-ERR` replies are
 reported as "authentication required" / the error text, without refining anything.
 """
 
@@ -12,14 +13,17 @@ from __future__ import annotations
 from servprobe.post.base import Buffered, Finding, PostProcessor, Trigger, format_output, text
 from servprobe.result import ScriptResult, ServiceResult
 
-KEYS = ("redis_version", "valkey_version", "redis_mode", "os", "arch_bits", "tcp_port",
-        "process_id", "run_id", "uptime_in_seconds")
+# INFO field → the element name nmap's redis-info uses (ours where nmap has none)
+KEYS = {"redis_version": "Version", "valkey_version": "Valkey version", "redis_mode": "Mode",
+        "os": "Operating System", "arch_bits": "Architecture", "process_id": "Process ID",
+        "tcp_port": "TCP Port", "uptime_in_seconds": "Uptime (seconds)"}
 
 
 class RedisMachine(Buffered):
     def __init__(self, result: ServiceResult) -> None:
         super().__init__(result)
         self.info: dict[str, str] | None = None
+        self.raw: dict[str, str] = {}
         self.error: str | None = None
 
     def start(self, now: float) -> list[bytes]:
@@ -53,7 +57,9 @@ class RedisMachine(Buffered):
             k = key.decode("ascii", "replace")
             if sep and k in KEYS:
                 info[k] = text(value, 200)
-        self.info = info
+        self.info = {KEYS[k]: (f"{v} bits" if k == "arch_bits" else v) for k, v in
+                     sorted(info.items(), key=lambda kv: list(KEYS).index(kv[0]))}
+        self.raw = info
         return []
 
     def finish(self) -> Finding | None:
@@ -62,14 +68,16 @@ class RedisMachine(Buffered):
             return Finding(ScriptResult("redis-info", msg, {"error": self.error}))
         if not self.info:
             return None
-        info = self.info
+        info, raw = self.info, self.raw
         fields: dict[str, str] = {}
         cpes: list[str] = []
-        if "valkey_version" in info:
-            fields = {"product": "Valkey", "version": info["valkey_version"]}
-        elif "redis_version" in info:
-            fields = {"product": "Redis key-value store", "version": info["redis_version"]}
-            cpes = [f"cpe:/a:redis:redis:{info['redis_version']}"]
+        if "valkey_version" in raw:
+            fields = {"product": "Valkey", "version": raw["valkey_version"]}
+        elif "redis_version" in raw:
+            fields = {"product": "Redis key-value store", "version": raw["redis_version"]}
+            cpes = [f"cpe:/a:redis:redis:{raw['redis_version']}"]
+        if fields and "arch_bits" in raw and not self.result.extrainfo:
+            fields["extrainfo"] = f"{raw['arch_bits']} bits"  # as nmap's redis-info sets it
         return Finding(ScriptResult("redis-info", format_output(info), dict(info)), fields, cpes,
                        service="redis")
 
