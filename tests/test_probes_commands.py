@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extras import require
 from servprobe.commands import db as db_cmd
 from servprobe.commands import match as match_cmd
 from servprobe.probes import loader
@@ -123,7 +124,7 @@ def test_strict_and_lenient_loading(tmp_path: Path, cache: Path) -> None:
 
 
 def test_prefilter_cache_roundtrip(small: Path, cache: Path) -> None:
-    pytest.importorskip("hyperscan")
+    require("hyperscan", "fast", "hyperscan")  # an optional extra: may skip off x86_64
     from servprobe.probes.prefilter import HyperscanPrefilter
 
     db = loader.load_db(str(small), prefilter=True)
@@ -345,7 +346,7 @@ def test_cli_garbage_probe_file_no_traceback(tmp_path: Path, cache: Path) -> Non
 
 
 def test_prefilter_background_build(small: Path, cache: Path) -> None:
-    pytest.importorskip("hyperscan")
+    require("hyperscan", "fast", "hyperscan")  # an optional extra: may skip off x86_64
     import time
 
     from servprobe.probes.prefilter import HyperscanPrefilter
@@ -420,7 +421,7 @@ def test_fingerprint_reader_never_crashes(text: str) -> None:
 
 
 def test_lines_hyperscan_rejects_are_always_candidates(tmp_path: Path, cache: Path) -> None:
-    pytest.importorskip("hyperscan")
+    require("hyperscan", "fast", "hyperscan")  # an optional extra: may skip off x86_64
     from servprobe.probes.matcher import Matcher
 
     f = tmp_path / "p"

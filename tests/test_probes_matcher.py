@@ -10,6 +10,7 @@ where `regex` still answers; the corpus here contains no such case, so answers m
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pcre2
@@ -18,6 +19,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extras import require
 from servprobe.probes.corpus import read_corpus
 from servprobe.probes.loader import load_db
 from servprobe.probes.matcher import Matcher, check_pattern, compile_pattern
@@ -102,9 +104,43 @@ def _key(line, m):
     return (line.source.line, m.span(), groups)
 
 
+def nmap_fallback_order(path: Path) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """For each probe (proto, name): the probes whose lines nmap tries, by nmap's rule, read
+    from the file's text here (not by our parser or Matcher.chain): the probe itself, then
+    each probe of its `fallback` directive, then NULL for TCP only (nmap's
+    AllProbes::compileFallbacks). A fallback name is a probe of the same protocol, else of
+    the other one: nmap 7.93's own file has TCP DNSStatusRequestTCP fall back to UDP
+    DNSStatusRequest, and nmap 7.93 run on a two-probe file (TCP probe, `fallback` naming a
+    UDP probe whose line matches the answer) reported that line's service."""
+    fallbacks: dict[tuple[str, str], list[str]] = {}
+    current: tuple[str, str] | None = None
+    for raw in path.read_bytes().decode("latin-1").splitlines():
+        words = raw.split()
+        if raw.startswith("Probe ") and len(words) >= 3:
+            current = (words[1].lower(), words[2])
+            fallbacks[current] = []
+        elif raw.startswith("fallback ") and current is not None:
+            fallbacks[current] = [x for x in re.split(r"[,\s]+", raw[len("fallback "):]) if x]
+    def lookup(proto: str, name: str) -> tuple[str, str]:
+        other = "udp" if proto == "tcp" else "tcp"
+        return (proto, name) if (proto, name) in fallbacks else (other, name)
+
+    order = {}
+    for (proto, name), names in fallbacks.items():
+        seq = [(proto, name), *(lookup(proto, n) for n in names)]
+        if proto == "tcp" and name != "NULL":
+            seq.append(("tcp", "NULL"))
+        order[(proto, name)] = seq
+    return order
+
+
+NMAP_ORDER = nmap_fallback_order(NMAP_DB)
+
+
 def pcre_find(matcher, pcre, probe, data):
-    for p in matcher.chain(probe):
-        for ln in p.matches:
+    """nmap's first match with PCRE2: the lines of nmap's probe order, first that matches."""
+    for proto, name in NMAP_ORDER[(probe.proto, probe.name)]:
+        for ln in matcher.db.probe(name, proto).matches:
             m = psearch(pcre[id(ln)], data)
             if m is not None:
                 return ln, m
@@ -155,7 +191,7 @@ def _starts(data: bytes, ln) -> bool:
 
 
 def test_prefilter_gives_identical_results(db) -> None:
-    pytest.importorskip("hyperscan")
+    require("hyperscan", "fast", "hyperscan")  # an optional extra: may skip off x86_64
     fast = load_db(NMAP_DB, prefilter=True)
     assert fast.matcher.prefilter is not None
     plain = Matcher(db)
@@ -278,6 +314,7 @@ match first-soft m/^soft/
 match first m/^soft hard/
 Probe TCP Second q|b|
 match second m/^two/
+match second-banner m/^BANNER two/
 Probe UDP Udpish q|c|
 match udp-only m/^udp/
 Probe UDP Lonely q|d|
@@ -300,6 +337,8 @@ def rules_db():
         ("First", "tcp", b"two", "second"),  # fallback list, in order
         ("First", "tcp", b"udp", "udp-only"),  # fallback to a probe of the other protocol
         ("First", "tcp", b"BANNER", "null-svc"),  # then NULL (TCP)
+        # the fallbacks before NULL, though NULL's line matches too (fails with NULL first)
+        ("First", "tcp", b"BANNER two", "second-banner"),
         ("Second", "tcp", b"BANNER", "null-svc"),
         ("Lonely", "udp", b"BANNER", None),  # UDP never falls back to NULL
         ("Udpish", "udp", b"udp", "udp-only"),
