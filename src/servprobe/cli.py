@@ -46,24 +46,27 @@ def _resolves(name: str) -> bool:
         return False
 
 
+def mistyped_subcommand(target: str) -> str | None:
+    """For the scan command's first target: an error message when it is a near-miss of a
+    subcommand and no host name (a name that resolves is scanned, with a note)."""
+    near = suggestion(target)
+    if near is None:
+        return None
+    if not _resolves(target):
+        return (f"{target!r} is neither a subcommand nor a host name that resolves; "
+                f"did you mean `servprobe {near}`? (servprobe --help lists them)")
+    print(f"servprobe: note: scanning host {target!r}; `servprobe {near}` is the subcommand",
+          file=sys.stderr)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     module = SUBCOMMANDS.get(args[0]) if args else None
     if module:
         args = args[1:]
     else:
-        module = "servprobe.commands.scan"
-        near = suggestion(args[0]) if args else None
-        if near is not None:
-            if not _resolves(args[0]):
-                print(
-                    f"servprobe: error: {args[0]!r} is neither a subcommand nor a host name that "
-                    f"resolves; did you mean `servprobe {near}`? (servprobe --help lists them)",
-                    file=sys.stderr,
-                )
-                return 2
-            print(f"servprobe: note: scanning host {args[0]!r}; `servprobe {near}` is the "
-                  "subcommand", file=sys.stderr)
+        module = "servprobe.commands.scan"  # checks its first target with mistyped_subcommand
     try:
         return importlib.import_module(module).main(args)
     except KeyboardInterrupt:

@@ -28,8 +28,15 @@ def wanted(disabled: bool = False) -> bool:
     return not disabled and sys.stderr.isatty()
 
 
+# below this, an estimate made while services are in flight is not worth showing: a service
+# still waiting on its probes ends when its waits expire (up to its probes' totalwaitms), which
+# no fraction of work done predicts — "ETA 00:00:00" for 15 s was the result
+HONEST_FLOOR = 2.0
+
+
 def eta_seconds(stats: StatsLike, now: float | None = None) -> float | None:
-    """Remaining time from the port-scan and service-scan fractions done so far."""
+    """Remaining time from the port-scan and service-scan fractions done so far; None when
+    unknown (too early, or only services in flight whose waits decide the end)."""
     now = time.monotonic() if now is None else now
     elapsed = now - stats.started
     parts = []
@@ -42,13 +49,21 @@ def eta_seconds(stats: StatsLike, now: float | None = None) -> float | None:
     frac = sum(parts) / len(parts)
     if frac <= 0.0:
         return None
-    return max(0.0, elapsed / frac - elapsed)
+    eta = max(0.0, elapsed / frac - elapsed)
+    if eta < HONEST_FLOOR and stats.services_total > stats.services_done:
+        return None
+    return eta
 
 
 def status_line(stats: StatsLike, now: float | None = None) -> str:
     eta = eta_seconds(stats, now)
-    eta_s = "--:--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
     inflight = stats.services_total - stats.services_done
+    if eta is not None:
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta))
+    elif inflight and stats.ports_done >= stats.ports_total:
+        eta_s = f"--:-- (waiting on {inflight} service{'s' if inflight != 1 else ''})"
+    else:
+        eta_s = "--:--"
     return (
         f"hosts {stats.hosts_done}/{stats.hosts_total} ({stats.hosts_up} up)  "
         f"ports {stats.ports_done}/{stats.ports_total}  "
