@@ -140,6 +140,24 @@ def record_fingerprints() -> None:
     (DATA / "fingerprints.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def recorded(name: str) -> tuple[dict[str, object], str, str]:
+    """A recorded run: (its JSON, nmap's normal output, nmap's XML output)."""
+    meta = json.loads((DATA / f"{name}.json").read_text())
+    return meta, (DATA / f"{name}.nmap").read_text(), (DATA / f"{name}.xml").read_text()
+
+
+def printed_fingerprints(normal: str) -> list[str]:
+    """The SF- fingerprints exactly as nmap printed them in normal output (lines joined by
+    newlines, SF: prefixes kept)."""
+    blocks: list[list[str]] = []
+    for line in normal.splitlines():
+        if line.startswith("SF-Port"):
+            blocks.append([line])
+        elif line.startswith("SF:") and blocks:
+            blocks[-1].append(line)
+    return ["\n".join(b) for b in blocks]
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["fields", "fingerprints"]
     for w in what:

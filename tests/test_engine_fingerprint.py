@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from record_nmap import printed_fingerprints, recorded
+from servprobe.engine import fingerprint
 from servprobe.engine.fingerprint import MAX_RESPONSE, build_fingerprint, escape_response
 from servprobe.probes.fpreader import read_fingerprints
 
@@ -49,3 +54,44 @@ def test_round_trip_through_reader(responses):
         assert got.probe == name
         assert got.length == len(data)
         assert got.data == data[:MAX_RESPONSE]
+
+
+# --- against fingerprints nmap 7.93 printed (tests/data/nmap/README.md) ---------------------
+
+FP_RUN, FP_NORMAL, FP_XML = recorded("fingerprints")
+
+
+def _sent_replies(port: int) -> list[bytes]:
+    (server,) = [s for s in FP_RUN["servers"] if s["port"] == port]
+    return [bytes.fromhex(x) for x in server["sent"]]
+
+
+@pytest.mark.parametrize("printed", printed_fingerprints(FP_NORMAL),
+                         ids=lambda t: t.split(":", 1)[0])
+def test_writer_equals_what_nmap_printed(printed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given nmap's header values and the bytes the server really sent for each probe nmap
+    names, our writer prints nmap's text character for character: escaping, the 74-column
+    wrap, the 900-byte cut and where it stops adding responses."""
+    head = dict(x.split("=", 1) for x in printed.split(":", 1)[1].split("%r(")[0].split("%"))
+    port = int(printed.split("-")[1].removeprefix("Port"))
+    sent = _sent_replies(port)
+    responses = []
+    for rec in read_fingerprints(printed)[0].responses:
+        # which of the server's replies this record is (the reader only picks it: what the
+        # writer gets are the bytes the server logged, and the text is compared with nmap's)
+        (data,) = {d for d in sent if len(d) == rec.length and d.startswith(rec.data)}
+        responses.append((rec.probe, data))
+    if len(printed.replace("\nSF:", "")) > 2200:
+        # nmap stopped adding responses (the long banner answered every probe; nmap printed
+        # only these): one more must not be added by ours either
+        responses.append(("GenericLines", responses[-1][1]))
+    monkeypatch.setattr(fingerprint, "__version__", head["V"])
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        ours = build_fingerprint(port, "tcp", int(head["I"]), responses, now=int(head["Time"], 16),
+                                 platform=head["P"])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert ours == printed

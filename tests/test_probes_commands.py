@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extras import require
+from record_nmap import recorded
 from servprobe.commands import db as db_cmd
 from servprobe.commands import match as match_cmd
+from servprobe.engine.fingerprint import build_fingerprint
 from servprobe.probes import loader
 from servprobe.probes.fpreader import (
     FingerprintError,
@@ -142,31 +145,34 @@ def test_prefilter_cache_roundtrip(small: Path, cache: Path) -> None:
 
 
 # --- fingerprints -----------------------------------------------------------------------------
-def nmap_escape(data: bytes) -> str:
-    """Escape like nmap's service fingerprints (alnum kept, everything else escaped)."""
-    out = []
-    for b in data:
-        c = chr(b)
-        if c.isascii() and c.isalnum():
-            out.append(c)
-        elif c in "\r\n\t\0":
-            out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t", "\0": "\\0"}[c])
-        elif c in '."\\+()[]*?^$|/':
-            out.append("\\" + c)
-        elif 0x20 <= b < 0x7F and c not in " %":
-            out.append(c)
-        else:
-            out.append(f"\\x{b:02x}")
-    return "".join(out)
+FP_RUN, FP_NORMAL, FP_XML = recorded("fingerprints")  # nmap 7.93's (tests/data/nmap/)
 
 
 def wrap_fingerprint(port: int, proto: str, records: list[tuple[str, bytes]]) -> str:
-    body = f"SF-Port{port}-{proto.upper()}:V=7.93%I=7%D=11/24%Time=6743A2F1%P=x86_64-pc-linux-gnu"
-    for probe, data in records:
-        body += f'%r({probe},{len(data):X},"{nmap_escape(data)}")'
-    body += ";"
-    lines = [body[:80]] + ["SF:" + body[i : i + 77] for i in range(80, len(body), 77)]
-    return "\n".join(lines) + "\n"
+    """A fingerprint for inputs nmap was not recorded on, written by our writer, which
+    tests/test_engine_fingerprint.py proves equal to nmap's text."""
+    text = build_fingerprint(port, proto, 7, records, now=0x6743A2F1, platform="x86_64-pc-linux-gnu")
+    assert text is not None
+    return text + "\n"
+
+
+def test_reads_the_fingerprints_nmap_printed() -> None:
+    """nmap's own normal output and XML: every %r record holds (the start of) a reply the
+    server really sent, with its real length; the long banner is cut, the rest complete."""
+    sent = {s["port"]: [bytes.fromhex(x) for x in s["sent"]] for s in FP_RUN["servers"]}
+    unknown = {int(m) for m in re.findall(r"SF-Port(\d+)-TCP", FP_NORMAL)}
+    fps = read_fingerprints(FP_NORMAL)
+    assert {fp.port for fp in fps} == unknown and len(fps) == 2
+    for fp in fps:
+        assert fp.proto == "tcp" and fp.fields["V"] == "7.93" and fp.fields["I"] == "7"
+        assert fp.fields["P"] == "x86_64-pc-linux-gnu" and len(fp.responses) >= 3
+        for r in fp.responses:
+            assert any(len(d) == r.length and d.startswith(r.data) for d in sent[fp.port]), r
+        kind = next(s["kind"] for s in FP_RUN["servers"] if s["port"] == fp.port)
+        assert all(r.truncated for r in fp.responses) == (kind == "long")
+    from_xml = read_fingerprints(FP_XML)
+    assert [(f.port, f.fields, f.responses) for f in from_xml] == \
+        [(f.port, f.fields, f.responses) for f in sorted(fps, key=lambda f: f.port)]
 
 
 def test_decode_string() -> None:
@@ -189,16 +195,8 @@ def test_read_wrapped_fingerprints() -> None:
     assert [(f.port, f.proto, f.line) for f in fps] == [(2222, "tcp", 2), (53, "udp", second)]
     assert [r.probe for r in fps[0].responses] == ["NULL", "GetRequest"]
     assert fps[0].responses[0].data == ssh and fps[0].responses[1].data == http
-    assert fps[0].fields["V"] == "7.93" and fps[0].fields["I"] == "7"
+    assert fps[0].fields["I"] == "7"
     assert not fps[0].responses[1].truncated
-
-
-def test_read_fingerprint_from_xml_and_truncated() -> None:
-    fp = wrap_fingerprint(21, "tcp", [("NULL", b"220 (vsFTPd 3.0.3)\r\n")]).replace("\nSF:", "")
-    fp = fp.replace('"', "&quot;").replace(",14,", ",FF,")
-    xml = f'<service name="ftp" servicefp="{fp.strip()}" method="table" conf="3"/>'
-    (got,) = read_fingerprints(xml)
-    assert got.responses[0].data == b"220 (vsFTPd 3.0.3)\r\n" and got.responses[0].truncated
 
 
 @pytest.mark.parametrize(
