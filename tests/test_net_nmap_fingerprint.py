@@ -8,9 +8,7 @@ identical apart from the V= (program version) and Time= fields.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -20,9 +18,6 @@ from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.net.driver import scan_services
 
 NMAP_DB = "/usr/share/nmap/nmap-service-probes"
-pytestmark = pytest.mark.skipif(
-    shutil.which("nmap") is None or not os.path.exists(NMAP_DB), reason="nmap is not installed"
-)
 
 ODD = b"ZQX\x00\x01 hello \"q\" (1+2)*3 $^|?[]. \\ t\there\r\n\x007\x7f\xff%;,:=-_/@#&!~`'<>{}"
 
