@@ -6,10 +6,11 @@ BIN     = $(VENV)/bin
 # xmllint, and the real daemons the integration tests start on loopback (tests/daemons.py).
 # dnsmasq-base: the binary without the system service, whose start would fight over port 53.
 # iproute2 (ip netns) and util-linux (unshare): rpcbind/rpc.statd run in a namespace of the test's.
+# netbase: /etc/services, which tests/test_scan_ports.py rebuilds the bundled table from.
 APT_PACKAGES = nmap nmap-common ndiff libxml2-utils openssl ssl-cert \
 	openssh-server openssh-client nginx vsftpd postfix redis-server memcached dnsmasq-base \
 	postgresql stunnel4 rpcbind nfs-common tmux chromium chromium-driver iproute2 util-linux \
-	rabbitmq-server mosquitto snmpd
+	rabbitmq-server mosquitto snmpd netbase
 
 .PHONY: run test venv deps apt lint bench clean
 

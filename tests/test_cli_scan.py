@@ -250,7 +250,6 @@ def test_scan_writes_every_format_and_they_agree(tmp_path: Path, probes: Path) -
     assert normal.startswith("# servprobe ") and "\x1b" not in normal
 
 
-@pytest.mark.skipif(shutil.which("ndiff") is None, reason="ndiff not installed")
 def test_ndiff_compares_two_of_our_xml_files(tmp_path: Path, probes: Path) -> None:
     with servers(SSH_BANNER) as (ssh,):
         other = BannerServer(SSH_BANNER)
@@ -509,7 +508,6 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-@pytest.mark.skipif(shutil.which("nmap") is None or shutil.which("ndiff") is None, reason="nmap/ndiff not installed")
 def test_ndiff_finds_no_difference_between_nmap_and_us(tmp_path: Path) -> None:
     closed = free_port()
     # nmap-services names some ports literally "unknown"; nmap lists that name on closed ones

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from servprobe.commands import diff
 from servprobe.result import ServiceResult
@@ -89,7 +86,6 @@ def test_bad_inputs_exit_2_with_the_file_name(tmp_path: Path, capsys) -> None:
         assert "Traceback" not in err and err.strip()
 
 
-@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap not installed")
 def test_diff_reads_real_nmap_xml(tmp_path: Path, capsys) -> None:
     """nmap's own -oX against one of our stores: the open port both saw is not a change."""
     listener = socket.socket()
