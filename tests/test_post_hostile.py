@@ -128,7 +128,7 @@ def test_udp_flood_of_foreign_datagrams() -> None:
         result = ServiceResult("127.0.0.1", port, "udp", state="open|filtered", service="snmp")
         t0 = time.monotonic()
         try:
-            chosen = [p for p in post.REGISTRY if p.id in ("snmp-info", "snmp-sysdescr", "memcached-info-udp")]
+            chosen = [p for p in post.REGISTRY if p.id in ("snmp-info", "snmp-sysdescr", "memcached-info")]
             await run_post(result, chosen, None, None, None, post_deadline=DEADLINE)
         finally:
             tr.close()

@@ -259,7 +259,7 @@ def test_triggers() -> None:
     assert ids(_result("amqp")) == ["amqp-info"]
     assert ids(_result(None, port=5672)) == ["amqp-info"]
     assert ids(_result("snmp", proto="udp")) == ["snmp-info", "snmp-sysdescr"]
-    assert "memcached-info-udp" in ids(_result(None, proto="udp"))
+    assert "memcached-info" in ids(_result(None, proto="udp"))
     assert ids(_result("ssh")) == []
     assert ids(_result("redis", state="closed")) == []
     assert ids(_result("memcached", tunnel="ssl")) == []

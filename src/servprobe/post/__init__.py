@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servprobe.post import amqp, http, memcached, mqtt, redis, snmp
+from servprobe.post import amqp, fpstrings, http, memcached, mqtt, redis, snmp
 from servprobe.post.base import PostProcessor
 from servprobe.post.runner import run_post
 
@@ -34,8 +34,10 @@ REGISTRY: tuple[PostProcessor, ...] = (
     redis.POST,
     memcached.POST,
     memcached.POST_UDP,
+    fpstrings.POST_TCP,
+    fpstrings.POST_UDP,
 )
-IDS = tuple(p.id for p in REGISTRY)
+IDS = tuple(dict.fromkeys(p.id for p in REGISTRY))  # one id may serve TCP and UDP
 
 
 class SelectionError(ValueError):

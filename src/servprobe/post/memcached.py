@@ -83,7 +83,7 @@ POST = PostProcessor(
     "memcached version (TCP)",
 )
 POST_UDP = PostProcessor(
-    "memcached-info-udp",
+    "memcached-info",
     Trigger(proto="udp", services=SERVICES, ports=frozenset({11211}), when=_unknown_udp),
     MemcachedUdp,
     "memcached version over UDP (frame header)",
