@@ -113,9 +113,7 @@ class ClusterRunner(ScanRunner):
                 # (distributed.comm.tls.* in ~/.config/dask/*.yaml or DASK_DISTRIBUTED__COMM__TLS__…)
                 try:
                     client = await distributed.Client(
-                        self.cluster.address, asynchronous=True, timeout=CONNECT_TIMEOUT,
-                        set_as_default=False,
-                    )
+                        self.cluster.address, asynchronous=True, timeout=CONNECT_TIMEOUT)
                 except (OSError, TimeoutError) as exc:
                     raise ClusterError(
                         f"cannot reach the Dask scheduler at {self.cluster.address}: {exc}") from None

@@ -22,7 +22,7 @@ from servprobe.scan.ports import PortSelection
 from servprobe.scan.targets import HostTarget
 
 DEFAULT_WORK = 4096
-MIN_WORK = 16
+MIN_WORK = 1
 WINDOW_SHARDS = 256  # shards generated (and shuffled) together
 WINDOW_HOSTS = 65_536  # most addresses held by one window
 
