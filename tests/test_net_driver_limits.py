@@ -77,3 +77,57 @@ def test_a_repeated_host_gets_a_fresh_timeout(db) -> None:
 
         asyncio.run(go())
     assert [(r.service, r.version) for r in results] == [("rpcbind", "2-4"), ("rpcbind", "2-4")]
+
+
+# is_linear() judges this shape safe ("linear": anchored, ≤ 2**18 paths), and the matcher
+# used to run such lines with no time limit; on 4,000 word bytes it backtracks for ~3 ms
+SLOW_LINE = rb"^\w{0,500}\w{0,500}[^\w]"
+SLOW_DB = b"Probe TCP NULL q||\ntotalwaitms 1000\nmatch slow m|" + SLOW_LINE + b"|\n"
+
+
+def _slow_db():
+    from servprobe.probes.parser import parse_bytes
+
+    db, errors = parse_bytes(SLOW_DB, "slow-probes")
+    assert not [e for e in errors if not e.is_warning], errors
+    return db
+
+
+def test_every_line_runs_under_the_regex_timeout() -> None:
+    # bug 10 (issue 11): lines judged "linear" ran without the per-call timeout
+    db = _slow_db()
+    assert db.match("NULL", b"a" * 4000, "tcp", timeout=1e-5) is None
+    assert db.matcher.timeouts == 1  # before the fix: 0 (searched to the end)
+
+
+def test_engine_options_regex_timeout_reaches_the_matcher() -> None:
+    # bug 10 (issue 11): EngineOptions.regex_timeout was read by nothing
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        conn.sendall(b"a" * 4000)
+        conns.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    db = _slow_db()
+    try:
+        (r,) = scan_services(db, [ServiceTarget("127.0.0.1", srv.getsockname()[1], "tcp")],
+                             EngineOptions(regex_timeout=1e-5, sequential=True))
+    finally:
+        srv.close()
+        thread.join()
+        for c in conns:
+            c.close()
+    assert db.matcher.timeouts >= 1
+    assert r.service is None or r.method != "probed" or r.service != "slow"

@@ -334,6 +334,22 @@ async def _aiter(targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget]
             yield t
 
 
+class _TimedDB:
+    """The database as the engine sees it: every regex call under EngineOptions.regex_timeout."""
+
+    __slots__ = ("_db", "_timeout")
+
+    def __init__(self, db: ProbeDB, timeout: float) -> None:
+        self._db = db
+        self._timeout = timeout
+
+    def match(self, probe_name: str, data: bytes, proto: Any = "tcp") -> Any:
+        return self._db.match(probe_name, data, proto, self._timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
 def _grinder() -> Any:
     try:
         from servprobe.rpc import grinder
@@ -355,6 +371,7 @@ async def run_service_scan(
     options = with_host_facts(options, asyncio.get_running_loop().time())
     limits = Limits(options)
     planner = Planner(db)
+    timed_db = _TimedDB(db, options.regex_timeout)
     wakers: dict[int, _Runner] = {}
     faults: list[str] = []
     tracer = _Tracer(trace, options.version_trace)
@@ -381,7 +398,7 @@ async def run_service_scan(
             deadline = host.deadline
         if target.table_name is None:  # the engine looks nothing up itself
             target = dataclasses.replace(target, table_name=service_name(target.port, target.proto))
-        machine = ServiceMachine(target, db, planner, options, host.budget)
+        machine = ServiceMachine(target, timed_db, planner, options, host.budget)
         runner = _Runner(machine, target, tracer, deadline)
         runner.wakers, runner.debug, runner.faults = wakers, options.debug, faults
         wakers[machine.key] = runner

@@ -20,6 +20,7 @@ from typing import Any
 
 import regex
 
+from servprobe.probes.cache import cache_dir
 from servprobe.probes.matcher import Matcher
 from servprobe.probes.model import ProbeDB
 from servprobe.probes.parser import ParseError, ProbeFileError, parse_bytes, read_file
@@ -66,22 +67,6 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
             )
         return found
     return Path(path)
-
-
-def cache_dir() -> Path | None:
-    """servprobe's user cache dir (created), or None when there is no writable one."""
-    override = os.environ.get("SERVPROBE_CACHE_DIR")
-    try:
-        if override:
-            d = Path(override)
-        else:
-            import platformdirs
-
-            d = Path(platformdirs.user_cache_dir("servprobe", appauthor=False))
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-    except Exception:
-        return None
 
 
 def _check_key(sha256: str, full: bool) -> str:

@@ -4,7 +4,9 @@ Semantics (nmap's): a response to probe P is tried against P's lines in file ord
 each probe of P's `fallback` list, then NULL (TCP only; UDP never falls back to NULL). The
 first line that matches, soft or hard, wins. A pattern is searched (not anchored) over the
 whole response. nmap stops PCRE at a match limit of 50,000 and counts that as "no match";
-we bound each search by time instead (`timeout`, seconds) and count a timeout as no match.
+we bound every search by time instead (`timeout`, seconds per regex call: the matcher's
+default, or the caller's — the engine passes EngineOptions.regex_timeout) and count a
+timeout as no match. No line is exempt, whatever its shape.
 The two limits differ only on pathological backtracking, where `regex` is usually fast enough
 to finish well inside the timeout and so may find a match PCRE gives up on.
 
@@ -22,11 +24,11 @@ import regex
 
 from servprobe.probes.pcre import (
     PatternSyntaxError,
-    is_linear,
     literal_prefix,
     parse_info,
     translate,
 )
+from servprobe.probes.templates import check_template, identify
 
 if TYPE_CHECKING:
     from servprobe.probes.model import Identification, MatchLine, Probe, ProbeDB
@@ -81,8 +83,6 @@ def check_pattern(
     if width == 0:
         return "pattern can match the empty string (nmap rejects it)"
     groups = compiled.groups if compiled is not None else info[1]  # type: ignore[index]
-    from servprobe.probes.templates import check_template
-
     for label, template in templates:
         problem = check_template(template, groups)
         if problem:
@@ -143,7 +143,6 @@ class Matcher:
                 c = compile_pattern(line.pattern, line.flags)
             except Exception:  # the parser reports bad patterns; here they never match
                 c = _BAD
-            line.linear = is_linear(line.pattern)
             line.compiled = c
         return None if c is _BAD else c
 
@@ -176,16 +175,15 @@ class Matcher:
             got = self._chains[key] = tuple(seq)
         return got
 
-    def search(self, line: MatchLine, data: bytes) -> Any:
+    def search(self, line: MatchLine, data: bytes, timeout: float | None = None) -> Any:
         pat = line.compiled
         if pat is None or pat is _BAD:
             pat = self.compiled(line)
             if pat is None:
                 return None
-        if line.linear:
-            return pat.search(data)
         try:
-            return pat.search(data, timeout=self.timeout)
+            # positional: regex parses keyword arguments slower than it runs a short search
+            return pat.search(data, None, None, None, False, timeout or self.timeout)
         except TimeoutError:
             self.timeouts += 1
             return None
@@ -205,7 +203,7 @@ class Matcher:
                 return cand
         return idx.for_first_byte(data[0] if data else -1)
 
-    def _scan(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
+    def _scan(self, probe: Probe, data: bytes, timeout: float | None = None) -> tuple[MatchLine, Any] | None:
         matches = probe.matches
         head: dict[int, bytes] = {}
         for i in self._candidates(probe, data):
@@ -218,15 +216,16 @@ class Matcher:
                     got = head[n] = data[:n]
                 if got != lit and ("i" not in line.flags or got.lower() != lit):
                     continue
-            m = self.search(line, data)
+            m = self.search(line, data, timeout)
             if m is not None:
                 return line, m
         return None
 
-    def find(self, probe: Probe, data: bytes) -> tuple[MatchLine, Any] | None:
-        """The first line (with its regex match) that matches `data` sent back to `probe`."""
-        for p in self.chain(probe):
-            found = self._scan(p, data)
+    def find(self, probe: Probe, data: bytes, timeout: float | None = None) -> tuple[MatchLine, Any] | None:
+        """The first line (with its regex match) that matches `data` sent back to `probe`;
+        `timeout`: seconds per regex call (default: the matcher's)."""
+        for p in self._chains.get(probe) or self.chain(probe):
+            found = self._scan(p, data, timeout)
             if found is not None:
                 return found
         return None
@@ -235,10 +234,8 @@ class Matcher:
         """Like find() but only over `probe`'s own lines (no fallback, no NULL)."""
         return self._scan(probe, data)
 
-    def match(self, probe: Probe, data: bytes) -> Identification | None:
-        from servprobe.probes.templates import identify
-
-        found = self.find(probe, data)
+    def match(self, probe: Probe, data: bytes, timeout: float | None = None) -> Identification | None:
+        found = self.find(probe, data, timeout)
         if found is None:
             return None
         line, m = found

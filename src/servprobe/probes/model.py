@@ -1,9 +1,10 @@
 """The typed model of a probe file: ProbeDB → Probe → MatchLine, and Identification.
 
-This module owns the shapes every other part of servprobe relies on. The parser
-(`probes.parser`) builds them, the matcher (`probes.matcher`) compiles and runs the
-patterns, the templates (`probes.templates`) turn a regex match into an Identification.
-The engine only needs: `ProbeDB.probes`, `Probe` attributes, and `ProbeDB.match()`.
+This module owns the shapes every other part of servprobe relies on, as plain data: it
+imports no other part of servprobe. The parser (`probes.parser`) builds them and attaches a
+matcher (`probes.matcher`, which compiles and runs the patterns; `probes.templates` turns a
+regex match into an Identification). The engine only needs: `ProbeDB.probes`, `Probe`
+attributes, and `ProbeDB.match()`, which hands the work to that matcher.
 """
 
 from __future__ import annotations
@@ -57,10 +58,9 @@ class MatchLine:
     probe_name: str
     index: int  # position of this line within its probe
     compiled: Any = None  # set by probes.matcher (a `regex` pattern object)
-    # set by probes.matcher with `compiled`: bytes every match starts with (ASCII-lower-cased
-    # when flags has "i"), and whether the pattern may run without a search timeout
+    # set by probes.matcher: bytes every match starts with (ASCII-lower-cased when flags has "i")
     literal: bytes = b""
-    linear: bool = False
+    plan: Any = None  # set by probes.templates: the line's templates, ready to fill
 
 
 @dataclass(eq=False, slots=True)
@@ -155,14 +155,18 @@ class ProbeDB:
     def probes_for(self, proto: Proto) -> Iterable[Probe]:
         return (p for p in self.probes if p.proto == proto)
 
-    def match(self, probe_name: str, data: bytes, proto: Proto = "tcp") -> Identification | None:
+    def match(
+        self, probe_name: str, data: bytes, proto: Proto = "tcp", timeout: float | None = None
+    ) -> Identification | None:
         """Identify `data`, received in answer to probe `probe_name`.
 
         Tries the probe's own lines in file order, then each probe of its `fallback` list,
-        then NULL (TCP only); the first line that matches, soft or hard, wins.
+        then NULL (TCP only); the first line that matches, soft or hard, wins. `timeout`:
+        seconds per regex call (a timeout counts as no match); default the matcher's.
         """
-        if self.matcher is None:  # a database built by the parser directly, not load_db()
-            from servprobe.probes.matcher import Matcher
-
-            self.matcher = Matcher(self)
-        return self.matcher.match(self.probe(probe_name, proto), data)
+        matcher = self.matcher
+        if matcher is None:
+            raise RuntimeError("this ProbeDB has no matcher: build it with servprobe.load_db(), "
+                               "probes.parser.parse_bytes() or attach a probes.matcher.Matcher")
+        probe = self.probe(probe_name, proto)
+        return matcher.match(probe, data) if timeout is None else matcher.match(probe, data, timeout)

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass, field
 
 from servprobe.portspec import PortSpecError, parse_portspec
+from servprobe.probes.matcher import Matcher, check_pattern
 from servprobe.probes.model import MatchLine, Probe, ProbeDB, SourceRef, VersionTemplate
 
 WAIT_MIN, WAIT_MAX = 100, 300_000
@@ -379,7 +380,6 @@ class _Parser:
             raise _LineError("pattern: empty pattern (it would match anything)")
         flags = "".join(sorted(flags))
         if self.validate:
-            from servprobe.probes.matcher import check_pattern
 
             labels = {v: k for k, v in VERSION_KEYS.items()}
             templates = [(labels[k] + "/", v) for k, v in fields.items()]
@@ -465,6 +465,7 @@ def parse_bytes(
         probes=parser.probes,
         exclude=parser.exclude,  # type: ignore[arg-type]
     )
+    db.matcher = Matcher(db)  # patterns compile on first use; load_db adds the prefilter
     return db, parser.errors
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from servprobe.probes.cache import cache_dir
+
 if TYPE_CHECKING:
     from servprobe.probes.model import MatchLine, Probe, ProbeDB
 
@@ -102,8 +104,6 @@ class HyperscanPrefilter:
             raise RuntimeError("hyperscan is not available")
         self.db = db
         if cache is True:
-            from servprobe.probes.loader import cache_dir
-
             self.cache = cache_dir()
         else:
             self.cache = cache or None
