@@ -15,10 +15,19 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import IO, Any
 
 from servprobe import __version__
 from servprobe.cli import SUBCOMMAND_HELP, mistyped_subcommand
+from servprobe.cluster import (
+    ClusterError,
+    ClusterSpec,
+    ClusterUrlError,
+    parse_cluster_url,
+    take_resume_override,
+    with_cluster,
+)
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.escape import terminal_safe
 from servprobe.portspec import PortSpecError
@@ -181,6 +190,9 @@ def build_parser() -> _Parser:
     g.add_argument("--store-keep", metavar="N", help=f"default stores to keep (default {default_keep()}; env SERVPROBE_STORE_KEEP, dir SERVPROBE_STORE_DIR)")
     g.add_argument("--no-store", action="store_true", help="keep no store")
     g.add_argument("--resume", metavar="FILE", help="continue the interrupted scan stored in FILE")
+    g = p.add_argument_group("many machines (Dask distributed, pip install 'servprobe[dask]')")
+    g.add_argument("--cluster", metavar="URL", help="run the scan on a Dask cluster: tcp://HOST:PORT or tls://HOST:PORT (a `dask scheduler`), or local:N worker processes")
+    g.add_argument("--shard-size", type=_int_range(1), metavar="N", help="with --cluster: hosts x ports per task (default: up to 4096)")
     p.add_argument("-V", "--version", action="version", version=f"servprobe {__version__}")
     return p
 
@@ -304,10 +316,14 @@ def main(argv: list[str]) -> int:
 def _main(argv: list[str]) -> int:
     # issue 7 (servprobe.store.cli_hooks): --store/--no-store/--resume are taken out here;
     # --resume swaps in the argv stored with the interrupted scan
+    # issue 14: `--resume FILE --cluster URL|local:N|none` resumes elsewhere
+    argv, cluster_override = take_resume_override(argv)
     prepared = store_hooks.prepare(argv)
     if isinstance(prepared, int):
         return prepared
     argv, store_session = prepared
+    if cluster_override is not None:
+        argv = with_cluster(argv, cluster_override)
     parser = build_parser()
     args = parser.parse_args(expand_combined(argv))
 
@@ -335,6 +351,14 @@ def _main(argv: list[str]) -> int:
     except PortSpecError as exc:
         raise UsageError(f"bad port list: {exc}") from None
     targets = chosen.targets
+    cluster_spec = ClusterSpec()
+    if args.cluster is not None:
+        try:
+            cluster_spec = parse_cluster_url(args.cluster)
+        except ClusterUrlError as exc:
+            raise UsageError(str(exc)) from None
+        if chosen.per_port:
+            raise UsageError("--cluster does not take per-port target lists (-iL with ports) yet")
 
     if args.sS:
         _stderr("-sS needs raw sockets; servprobe runs a TCP connect scan (-sT) instead")
@@ -406,10 +430,31 @@ def _main(argv: list[str]) -> int:
             f"connect timeout {pscfg.timeout}s, retries {pscfg.retries}, sockets {pscfg.concurrency}"
         )
 
+    make_runner = None
+    if args.cluster is not None:
+        make_runner = _cluster_runner(args, cluster_spec, config, options if service_scan else None, db)
     return _run(
         targets, config, outputs, run, engine,
         progress=not args.no_progress and not args.version_trace, terminal=terminal,
+        make_runner=make_runner,
     )
+
+
+def _cluster_runner(args: argparse.Namespace, spec: ClusterSpec, config: RunConfig,
+                    options: EngineOptions | None, db: Any) -> Callable[..., Any]:
+    """issue 14: the runner that spreads this scan over a Dask cluster."""
+    from servprobe.cluster.client import make_runner_factory
+    from servprobe.cluster.worker import Job
+
+    db_bytes = None
+    if db is not None:
+        try:
+            db_bytes = Path(db.path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read probe database {str(db.path)!r}: {exc.strerror}") from None
+    job = Job(config=config, options=options, db_name=str(getattr(db, "path", "") or ""))
+    return make_runner_factory(cluster=spec, job=job, db_bytes=db_bytes,
+                               shard_work=args.shard_size, debug=args.debug)
 
 
 def _engine(db: Any, options: EngineOptions, trace: Callable[[str], None] | None) -> Callable[
@@ -434,10 +479,12 @@ def _run(
     engine: Any,
     progress: bool,
     terminal: bool = True,
+    make_runner: Callable[..., ScanRunner] | None = None,
 ) -> int:
     from servprobe.report.progress import ProgressDisplay, wanted
 
     signalled: list[int] = []
+    runners: list[ScanRunner] = []
 
     async def go() -> ScanRun:
         discovered = None
@@ -445,7 +492,8 @@ def _run(
             def discovered(address: str, proto: str, port: int, state: str) -> None:
                 print(f"Discovered {state} port {port}/{proto} on {address}", flush=True)
 
-        runner = ScanRunner(targets, config, outputs, run, engine, on_discovered=discovered)
+        runner = (make_runner or ScanRunner)(targets, config, outputs, run, engine, on_discovered=discovered)
+        runners.append(runner)
         loop = asyncio.get_running_loop()
         # a closed stdout/stderr pipe ends the scan at once, files still written (nmap: SIGPIPE)
         PIPES.on_broken = lambda: runner.stop("broken pipe")
@@ -483,6 +531,9 @@ def _run(
     except InputError as exc:  # a bad line further down a streamed -iL (stdin)
         _stderr(f"error: {terminal_safe(str(exc))} (every output was closed)")
         return EXIT_USAGE
+    except ClusterError as exc:  # --cluster unusable (issue 14): outputs are already closed
+        _stderr(f"cluster: {terminal_safe(str(exc))} (every output was closed)")
+        return 1
     except Exception as exc:  # a bug or an engine failure: outputs are already closed
         if run.debugging:
             import traceback
@@ -503,6 +554,10 @@ def _run(
     if signalled:
         _stderr(f"interrupted by {signal.Signals(signalled[0]).name}; finished results were written")
         return 128 + signalled[0]  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+    failure = getattr(runners[0], "failure", None) if runners else None
+    if failure:  # a --cluster run that could not finish (issue 14)
+        _stderr(f"cluster: {terminal_safe(failure)}")
+        return 1
     return 1 if outputs.errors else 0
 
 
