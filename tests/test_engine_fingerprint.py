@@ -71,7 +71,8 @@ def _sent_replies(port: int) -> list[bytes]:
 def test_writer_equals_what_nmap_printed(printed: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given nmap's header values and the bytes the server really sent for each probe nmap
     names, our writer prints nmap's text character for character: escaping, the 74-column
-    wrap, the 900-byte cut and where it stops adding responses."""
+    wrap, the 900-byte cut and where it stops adding responses. Fails (checked) with WRAP 77,
+    MAX_RESPONSE 1000 or MAX_LENGTH 3500 in engine/fingerprint.py."""
     head = dict(x.split("=", 1) for x in printed.split(":", 1)[1].split("%r(")[0].split("%"))
     port = int(printed.split("-")[1].removeprefix("Port"))
     sent = _sent_replies(port)

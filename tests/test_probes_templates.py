@@ -169,7 +169,8 @@ def _nmap_services() -> dict[int, ET.Element]:
                          ids=lambda s: f"{s['field']}-{s['length']}")
 def test_field_and_cpe_limits_as_nmap_recorded(server: dict) -> None:
     """Our identify() on the banner nmap saw, with the probe file nmap read, keeps exactly the
-    fields nmap kept (nmap shows non-printable bytes as '.', we escape them as \\xHH)."""
+    fields nmap kept (nmap shows non-printable bytes as '.', we escape them as \\xHH).
+    Fails (checked) with LIMITS["product"] 81 or CPE_LIMIT 79 in probes/templates.py."""
     db = load_db(str(NMAP_DATA / "field-limits" / "nmap-service-probes"))
     (ml,) = [x for x in db.probes[0].matches if x.service == f"lim-{server['field']}"]
     banner = bytes.fromhex(server["banner"])
