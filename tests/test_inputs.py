@@ -390,3 +390,41 @@ def test_real_nmap_xml_and_grepable_reprobed(services: tuple[Listener, Listener,
     assert res.returncode == 0, res.stderr
     res = run(["-iL", str(tmp_path / "sp.xml"), "-oJ", "-"], probes)
     assert set(ports_of(res.stdout)) == {("127.0.0.1", "tcp", ssh.port)}
+
+
+def test_stdin_is_scanned_while_the_pipe_is_still_open(services: tuple[Listener, Listener, int], probes: Path) -> None:
+    """`masscan … -oL - | servprobe -iL -`: a host is probed while masscan is still running."""
+    ssh, ftp, _ = services
+    proc = subprocess.Popen(
+        [*SERVPROBE, "--db", str(probes), "-iL", "-", "-oJ", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def port_line(port: int) -> dict[str, object]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            obj = json.loads(line)
+            if obj["type"] == "port" and obj["port"] == port:
+                return obj
+        raise AssertionError(f"no result for port {port} while stdin is open")
+
+    try:
+        proc.stdin.write(f"#masscan\nopen tcp {ssh.port} 127.0.0.1 {TS}\n")
+        proc.stdin.flush()
+        assert port_line(ssh.port)["product"] == "OpenSSH"
+        assert proc.poll() is None  # still reading the pipe
+        proc.stdin.write(f"open tcp {ftp.port} 127.0.0.1 {TS + 1}\n")
+        proc.stdin.flush()
+        assert port_line(ftp.port)["product"] == "vsftpd"
+        proc.stdin.write("# end\n")
+        proc.stdin.close()
+        proc.stdout.read()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

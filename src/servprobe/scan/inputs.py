@@ -24,15 +24,18 @@ text; with `skip_bad` a warning is printed instead and the line is left out.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
+import queue
 import re
 import socket
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from servprobe.escape import terminal_safe
 from servprobe.scan.targets import HostTarget, TargetList, default_resolver
@@ -50,6 +53,46 @@ PortMap = tuple[tuple[str, tuple[int, ...]], ...]  # (("tcp", (22, 80)), ("udp",
 
 class InputError(ValueError):
     """A line of an input file that is not in its format; the message names FILE:LINE."""
+
+
+class _Idle:
+    """Marker in a line/entry/host stream: the input paused (a pipe with nothing new)."""
+
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+IDLE = _Idle()
+IDLE_FLUSH = 0.5  # seconds without a new line on stdin before pending hosts go to the scan
+_QUEUED_LINES = 10000  # read-ahead bound: a fast producer waits instead of filling memory
+
+
+def timed_lines(lines: Iterator[tuple[int, str]], idle: float = IDLE_FLUSH) -> Iterator[Any]:
+    """`lines`, read by a thread of their own, with IDLE whenever nothing new arrived for
+    `idle` seconds: a pipe (masscan … | servprobe -iL -) is scanned while it is still open."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=_QUEUED_LINES)
+    end = object()
+
+    def reader() -> None:
+        try:
+            for item in lines:
+                q.put(item)
+        except BaseException as exc:  # an unreadable stream: raised in the consumer
+            q.put(exc)
+        q.put(end)
+
+    threading.Thread(target=reader, name="servprobe-input", daemon=True).start()
+    while True:
+        try:
+            item = q.get(timeout=idle)
+        except queue.Empty:
+            yield IDLE
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +205,11 @@ class PortInput:
             yield from self._xml_entries()
             return
         parse = _LINE_PARSERS[self.format]
-        for lineno, line in self._lines:
+        for item in self._lines:
+            if item is IDLE:
+                yield IDLE  # type: ignore[misc]
+                continue
+            lineno, line = item
             s = line.strip()
             if not s:
                 continue
@@ -213,7 +260,11 @@ class PortInput:
                 yield event, elem
 
         try:
-            for lineno, line in self._lines:  # noqa: B007 (read by events())
+            for item in self._lines:
+                if item is IDLE:
+                    yield IDLE  # type: ignore[misc]
+                    continue
+                lineno, line = item
                 parser.feed(line)
                 for event, elem in events():
                     if event == "end" and elem.tag == "host":
@@ -452,6 +503,14 @@ def merge_hosts(entries: Iterable[Entry], window: int = MERGE_WINDOW) -> Iterato
         return host, name, tuple((p, tuple(sorted(ports[p]))) for p in ("tcp", "udp") if ports.get(p))
 
     for e in entries:
+        if e is IDLE:
+            # the input paused: what is pending goes to the scan now (a host that shows up
+            # again later is scanned again on its later ports)
+            while pending:
+                host, (name, ports) = pending.popitem(last=False)
+                yield emit(host, name, ports)
+            yield IDLE  # type: ignore[misc]
+            continue
         slot = pending.get(e.host)
         if slot is None:
             slot = pending[e.host] = (e.hostname, {})
@@ -537,8 +596,31 @@ class PortListTargets:
 
     def __iter__(self) -> Iterator[HostTarget]:
         yield from self.base
+        yield from (t for t in self._listed() if t is not IDLE)  # type: ignore[misc]
+
+    def chunks(self, size: int) -> Iterator[list[HostTarget]]:
+        """Hosts in lists of up to `size` for the runner; with a streamed input a list goes
+        out as soon as the input pauses, possibly empty ("nothing new yet")."""
+        batch: list[HostTarget] = []
+        for item in itertools.chain(self.base, self._listed()):
+            if item is IDLE:
+                yield batch
+                batch = []
+                continue
+            batch.append(item)  # type: ignore[arg-type]
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _listed(self) -> Iterator[HostTarget | _Idle]:
         excl = self.base.exclusions
-        for host, name, ports in merge_hosts(self.source):
+        for item in merge_hosts(self.source):
+            if item is IDLE:
+                yield IDLE
+                continue
+            host, name, ports = item
             ports = intersect(ports, self.allowed)
             if not ports:
                 continue
@@ -580,7 +662,7 @@ def build_port_targets(
         _, lines = open_input(path, fmt)
         source = PortInput(path, check.format, lines, skip_bad=skip_bad, warn=lambda _m: None)
     else:
-        source = PortInput(path, fmt, lines, skip_bad=skip_bad, warn=warn)
+        source = PortInput(path, fmt, timed_lines(lines), skip_bad=skip_bad, warn=warn)
     return PortListTargets(base, source, allowed=allowed, ipv6=ipv6, warn=warn, counted=counted)
 
 

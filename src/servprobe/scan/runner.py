@@ -214,12 +214,22 @@ class ScanRunner:
         group = asyncio.Semaphore(max(1, self.config.hostgroup))
         tasks: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
-        it = iter(self.targets)
+        # a streamed input (servprobe.scan.inputs, `-iL -`) hands over what arrived so far,
+        # possibly nothing yet ([]), so a pipe is scanned while it is still open
+        chunks = getattr(self.targets, "chunks", None)
+        source = chunks(256) if chunks is not None else None
+        it = iter(self.targets) if source is None else iter(())
+
+        def next_chunk() -> list[HostTarget] | None:
+            if source is not None:
+                return next(source, None)
+            return list(itertools.islice(it, 256)) or None
+
         try:
             while True:
                 # name resolution happens while iterating: keep it off the event loop
-                chunk = await loop.run_in_executor(None, lambda: list(itertools.islice(it, 256)))
-                if not chunk:
+                chunk = await loop.run_in_executor(None, next_chunk)
+                if chunk is None:
                     break
                 for target in chunk:
                     await group.acquire()
