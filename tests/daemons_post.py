@@ -86,6 +86,33 @@ def mosquitto() -> Iterator[Daemon]:
                          proc.pid)
 
 
+LDAP_SUFFIX = "dc=servprobe,dc=test"
+
+
+@contextlib.contextmanager
+def slapd() -> Iterator[Daemon]:
+    """OpenLDAP's slapd in the foreground: one mdb database, its own slapd.conf and state."""
+    binary = _require("/usr/sbin/slapd", "slapd")
+    version = dpkg_version("slapd")
+    with _workdir("slapd") as d:
+        port = free_port()
+        (d / "db").mkdir()
+        conf = d / "slapd.conf"
+        conf.write_text(
+            "include /etc/ldap/schema/core.schema\n"
+            f"pidfile {d / 'slapd.pid'}\nargsfile {d / 'slapd.args'}\n"
+            "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+            f'database mdb\nsuffix "{LDAP_SUFFIX}"\nrootdn "cn=admin,{LDAP_SUFFIX}"\n'
+            f"directory {d / 'db'}\nmaxsize 10485760\n"
+        )
+        log = d / "slapd.log"
+        argv = [binary, "-d", "0", "-f", str(conf), "-h", f"ldap://{HOST}:{port}/"]
+        with _running(argv, log) as proc:
+            _wait_tcp(port, proc, "slapd", log)
+            yield Daemon("slapd", "slapd", version, [Endpoint("slapd", port)], d, log, proc.pid,
+                         extra={"suffix": LDAP_SUFFIX})
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -136,7 +163,8 @@ if __name__ == "__main__":
 
     with contextlib.ExitStack() as stack:
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
-            dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd}[name]())
+            dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
+                                      "slapd": slapd}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -1,6 +1,6 @@
 """Post-processors against real Debian daemons on loopback, side by side with nmap 7.93.
 
-One module-scoped set: rabbitmq-server, mosquitto, snmpd (tests/daemons_post.py) plus the
+One module-scoped set: rabbitmq-server, mosquitto, snmpd, slapd (tests/daemons_post.py) plus the
 suite's nginx, redis, memcached and stunnel4 (conftest). servprobe scans it once (nmap's
 database; mosquitto with our bundled one, the only one that names MQTT on a free port), while
 nmap -sV runs once per protocol with the matching NSE scripts named, so their output shows.
@@ -39,6 +39,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "rabbitmq": stack.enter_context(daemons_post.rabbitmq()),
             "mosquitto": stack.enter_context(daemons_post.mosquitto()),
             "snmpd": stack.enter_context(daemons_post.snmpd()),
+            "slapd": stack.enter_context(daemons_post.slapd()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -80,7 +81,8 @@ def _our_scan(db: Any, targets: list[ServiceTarget], trace: list[str]) -> dict[t
 def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     d = post_set
     tmp = tmp_path_factory.mktemp("post-nmap")
-    tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port]
+    tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
+           d["slapd"].port]
     udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"]]
     bundled = servprobe.load_db("bundled")
     runs = {
@@ -198,7 +200,19 @@ def test_memcached_version_tcp_and_udp(post_set: dict[str, Daemon], scans: dict[
     assert nu["state"] == "open|filtered" and nu["service"].get("name") in (None, "unknown")
 
 
+def test_ldap_rootdse(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["slapd"]
+    r, n = _pair(scans, "tcp", d.port)
+    assert (r.service, r.product) == (n["service"]["name"], n["service"]["product"]) == ("ldap", "OpenLDAP")
+    # deliberate difference: nmap's "2.2.X - 2.3.X" is a guess the probe file attaches to any
+    # OpenLDAP (this one is 2.5); OpenLDAP publishes no version, so we state none
+    assert n["service"]["version"] == "2.2.X - 2.3.X" and r.version is None
+    assert not upstream_version(d.version).startswith(("2.2", "2.3"))
+    el = _script(r, "ldap-rootdse").elements
+    assert el["namingContexts"] == d.extra["suffix"] and el["supportedLDAPVersion"] == "3"
+
+
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:
     trace = "\n".join(scans["trace"])
-    for sid in ("amqp-info", "mqtt-subscribe", "snmp-info", "redis-info"):
+    for sid in ("amqp-info", "mqtt-subscribe", "snmp-info", "redis-info", "ldap-rootdse"):
         assert f"post {sid} SEND" in trace and f"post {sid} READ" in trace, sid

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servprobe import post
-from servprobe.post import amqp, http, memcached, mqtt, redis, snmp
+from servprobe.post import amqp, http, ldap, memcached, mqtt, redis, snmp
 from servprobe.post.base import MAX_BUFFER, apply
 from servprobe.result import ServiceResult
 
@@ -163,6 +163,46 @@ def test_snmp_sysdescr_v1_response() -> None:
 def test_ber_oid_roundtrip() -> None:
     assert snmp.ber_oid("1.3.6.1.2.1.1.1.0") == bytes.fromhex("06082b06010201010100")
     assert snmp._oid_text(snmp.ber_oid("1.3.6.1.4.1.8072.3.2.10")[2:]) == "1.3.6.1.4.1.8072.3.2.10"
+
+
+# ------------------------------------------------------------------ LDAP (RFC 4511 §4.5.2, RFC 4512 §5.1)
+
+
+def _entry(attrs: dict[bytes, list[bytes]]) -> bytes:
+    from servprobe.post.ber import ber_int, seq, tlv
+
+    pl = b"".join(seq(tlv(0x04, k), seq(*(tlv(0x04, v) for v in vs), tag=0x31)) for k, vs in attrs.items())
+    entry = seq(ber_int(1), seq(tlv(0x04, b""), seq(pl), tag=0x64))
+    done = seq(ber_int(1), seq(ber_int(0, 0x0A), tlv(0x04, b""), tlv(0x04, b""), tag=0x65))
+    return entry + done
+
+
+def test_ldap_request_is_a_base_search_of_the_root() -> None:
+    from servprobe.post.ber import decode
+
+    (_, msg), = decode(ldap.SEARCH_ROOT_DSE)
+    assert msg[0] == (0x02, b"\x01") and msg[1][0] == 0x63
+    req = msg[1][1]
+    assert req[0] == (0x04, b"") and req[1] == (0x0A, b"\x00") and req[6] == (0x87, b"objectClass")
+
+
+def test_ldap_vendor_openldap_and_ad() -> None:
+    data = _entry({b"vendorName": [b"389 Project"], b"vendorVersion": [b"389-Directory/2.3.1"],
+                   b"namingContexts": [b"dc=a", b"dc=b"]})
+    m, f = _run(ldap.LdapMachine, data, _result("ldap"))
+    assert m.done and f.fields == {"product": "389 Project", "version": "389-Directory/2.3.1"}
+    assert f.script.elements["namingContexts"] == ["dc=a", "dc=b"]
+    _, f = _run(ldap.LdapMachine, _entry({b"objectClass": [b"top", b"OpenLDAProotDSE"]}),
+                _result("ldap", product="OpenLDAP", version="2.2.X - 2.3.X"))
+    r = _result("ldap", product="OpenLDAP", version="2.2.X - 2.3.X")
+    apply(r, f)
+    assert (r.product, r.version) == ("OpenLDAP", None)
+    _, f = _run(ldap.LdapMachine, _entry({b"domainFunctionality": [b"7"], b"dnsHostName": [b"dc1.corp.example"],
+                                          b"defaultNamingContext": [b"DC=corp,DC=example"]}))
+    assert f.fields["hostname"] == "dc1.corp.example" and f.fields["extrainfo"] == "Domain: DC=corp,DC=example"
+    whole_answer = _entry({b"vendorName": [b"x"]})
+    for cut in range(len(whole_answer) - 20):
+        _run(ldap.LdapMachine, whole_answer[:cut], eof=True)  # never raises
 
 
 # ------------------------------------------------------------------ HTTP, Redis, memcached

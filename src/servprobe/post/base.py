@@ -37,7 +37,7 @@ class Finding:
     """What a post-processor learnt: fields that refine the result, and its script output."""
 
     script: ScriptResult | None = None
-    fields: dict[str, str] = field(default_factory=dict)  # product/version/extrainfo/...
+    fields: dict[str, str] = field(default_factory=dict)  # product/version/...; "" clears
     cpes: list[str] = field(default_factory=list)
     service: str | None = None  # a service name, only used when the walk found none
     tunnel: Literal["ssl"] | None = None  # the service really lives inside TLS
@@ -158,8 +158,8 @@ def _format(value: Any, depth: int, lines: list[str]) -> None:
 def apply(result: ServiceResult, finding: Finding) -> None:
     """Refine `result` in place with what a post-processor found."""
     for name, value in finding.fields.items():
-        if value and name in FIELD_LIMITS:
-            setattr(result, name, value[: FIELD_LIMITS[name]])
+        if name in FIELD_LIMITS:  # "" clears a field: a guess the service contradicts
+            setattr(result, name, value[: FIELD_LIMITS[name]] or None)
     for cpe in finding.cpes:
         if cpe not in result.cpes:
             result.cpes.append(cpe)

@@ -9,7 +9,7 @@ snmp-info does.
 
 snmp-sysdescr asks: SNMPv1 and SNMPv2c GetRequests for sysDescr.0 and sysUpTime.0 with the
 community `public`. Reads: the first GetResponse: the system description and uptime.
-Both use a tiny BER codec (definite lengths only, bounded depth); anything else ends the
+Both use post/ber.py's small BER codec; anything else ends the
 exchange with nothing learnt.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from servprobe.post.base import Finding, Machine, PostProcessor, Trigger, format_output, text
+from servprobe.post.ber import BerError, as_int, ber_int, decode, seq, tlv
 from servprobe.result import ScriptResult, ServiceResult
 
 # Enterprise numbers (IANA Private Enterprise Numbers) of common SNMP engines
@@ -28,24 +29,6 @@ FORMATS = {1: "ipv4", 2: "ipv6", 3: "mac", 4: "text", 5: "octets"}
 SYSDESCR = "1.3.6.1.2.1.1.1.0"
 SYSUPTIME = "1.3.6.1.2.1.1.3.0"
 REQUEST_ID = 0x5E1F
-
-
-# ------------------------------------------------------------------- BER, just enough
-
-
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def tlv(tag: int, value: bytes) -> bytes:
-    return bytes([tag]) + _len(len(value)) + value
-
-
-def ber_int(n: int) -> bytes:
-    return tlv(0x02, n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big", signed=True))
 
 
 def ber_oid(oid: str) -> bytes:
@@ -59,45 +42,6 @@ def ber_oid(oid: str) -> bytes:
             p >>= 7
         out += bytes(reversed(chunk))
     return tlv(0x06, bytes(out))
-
-
-def seq(*items: bytes, tag: int = 0x30) -> bytes:
-    return tlv(tag, b"".join(items))
-
-
-class BerError(ValueError):
-    """Not the BER this module reads."""
-
-
-def decode(data: bytes, depth: int = 0) -> list[tuple[int, Any]]:
-    """A list of (tag, value): constructed tags (bit 0x20) hold lists, others bytes."""
-    if depth > 10:
-        raise BerError("nested too deep")
-    out: list[tuple[int, Any]] = []
-    i = 0
-    while i < len(data):
-        if i + 2 > len(data):
-            raise BerError("truncated")
-        tag, n = data[i], data[i + 1]
-        i += 2
-        if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 4 or i + k > len(data):
-                raise BerError("bad length")
-            n = int.from_bytes(data[i : i + k], "big")
-            i += k
-        if i + n > len(data):
-            raise BerError("truncated")
-        value = data[i : i + n]
-        i += n
-        out.append((tag, decode(value, depth + 1) if tag & 0x20 else value))
-    return out
-
-
-def _int(v: Any) -> int:
-    if not isinstance(v, bytes) or not v:
-        raise BerError("not an integer")
-    return int.from_bytes(v, "big", signed=True)
 
 
 def format_time(seconds: int) -> str:
@@ -163,10 +107,10 @@ class SnmpV3Machine(Machine):
     def feed(self, data: bytes, now: float) -> list[bytes]:
         try:
             (tag, msg), *_ = decode(data)
-            if tag != 0x30 or _int(msg[0][1]) != 3:
+            if tag != 0x30 or as_int(msg[0][1]) != 3:
                 return []
             params = decode(msg[2][1])[0][1]
-            engine_id, boots, etime = params[0][1], _int(params[1][1]), _int(params[2][1])
+            engine_id, boots, etime = params[0][1], as_int(params[1][1]), as_int(params[2][1])
         except (BerError, IndexError, TypeError, ValueError):
             return []  # not ours: keep listening until the deadline
         info = engine_info(engine_id)
@@ -226,7 +170,7 @@ class SysDescrMachine(Machine):
     def feed(self, data: bytes, now: float) -> list[bytes]:
         try:
             (tag, msg), *_ = decode(data)
-            if tag != 0x30 or msg[2][0] != 0xA2 or _int(msg[2][1][1][1]) != 0:
+            if tag != 0x30 or msg[2][0] != 0xA2 or as_int(msg[2][1][1][1]) != 0:
                 return []
             for (_t, bind) in msg[2][1][3][1]:
                 oid, (vtag, value) = _oid_text(bind[0][1]), bind[1]
