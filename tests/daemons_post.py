@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,35 @@ def slapd() -> Iterator[Daemon]:
                          extra={"suffix": LDAP_SUFFIX})
 
 
+@contextlib.contextmanager
+def git_daemon() -> Iterator[Daemon]:
+    """`git daemon` serving one bare repository (with one commit) as its base path."""
+    git = _require("git", "git")
+    version = dpkg_version("git")
+    with _workdir("git-daemon") as d:
+        port = free_port()
+        repo = d / "repo.git"
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}
+        for argv in (["init", "-q", "--bare", str(repo)],
+                     ["--git-dir", str(repo), "commit-tree", "-m", "x",
+                      "4b825dc642cb6eb9a060e54bf8d69288fbee4904"]):
+            out = subprocess.run([git, *argv], capture_output=True, text=True, env=env, check=False)
+            if out.returncode:
+                raise DaemonError(f"git {argv[0]} failed: {out.stderr}")
+        commit = out.stdout.strip()
+        subprocess.run([git, "--git-dir", str(repo), "update-ref", "refs/heads/main", commit],
+                       check=True, env=env)
+        log = d / "git-daemon.log"
+        argv = [git, "daemon", "--reuseaddr", "--export-all", f"--base-path={repo}",
+                f"--listen={HOST}", f"--port={port}", "--informative-errors", str(repo)]
+        with _running(argv, log, env=env) as proc:
+            _wait_tcp(port, proc, "git daemon", log)
+            yield Daemon("git-daemon", "git", version, [Endpoint("git-daemon", port)], d, log,
+                         proc.pid)
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -164,7 +194,7 @@ if __name__ == "__main__":
     with contextlib.ExitStack() as stack:
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
-                                      "slapd": slapd}[name]())
+                                      "slapd": slapd, "git_daemon": git_daemon}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -1,8 +1,8 @@
 """Post-processors against real Debian daemons on loopback, side by side with nmap 7.93.
 
-One module-scoped set: rabbitmq-server, mosquitto, snmpd, slapd (tests/daemons_post.py) plus the
+One module-scoped set: rabbitmq-server, mosquitto, snmpd, slapd, git daemon (tests/daemons_post.py) plus the
 suite's nginx, redis, memcached and stunnel4 (conftest). servprobe scans it once (nmap's
-database; mosquitto with our bundled one, the only one that names MQTT on a free port), while
+database; mosquitto and git with our bundled one, the only one naming them on free ports), while
 nmap -sV runs once per protocol with the matching NSE scripts named, so their output shows.
 Expected values come from dpkg (package versions) and from nmap's run. Deliberate
 differences from nmap are named in the test that asserts them.
@@ -40,6 +40,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "mosquitto": stack.enter_context(daemons_post.mosquitto()),
             "snmpd": stack.enter_context(daemons_post.snmpd()),
             "slapd": stack.enter_context(daemons_post.slapd()),
+            "git": stack.enter_context(daemons_post.git_daemon()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -91,8 +92,8 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
         # intensity 4 still reaches SNMPv1public (rarity 4) and keeps nmap's UDP run short
         "udp": ["nmap", "-sU", "-sV", "--version-intensity", "4", "-Pn", "-p", ",".join(map(str, udp)),
                 "--script", "snmp-info,snmp-sysdescr"],
-        # only our bundled database names MQTT on a free port; nmap reads it with --versiondb
-        "mqtt": ["nmap", "-sV", "-Pn", "-p", str(d["mosquitto"].port), "--versiondb", str(bundled.path),
+        # only our bundled database names MQTT and git on free ports; nmap reads it (--versiondb)
+        "mqtt": ["nmap", "-sV", "-Pn", "-p", f"{d['mosquitto'].port},{d['git'].port}", "--versiondb", str(bundled.path),
                  "--script", "mqtt-subscribe", "--script-args",
                  "mqtt-subscribe.topic=$SYS/broker/version,mqtt-subscribe.listen-msgs=1"],
     }
@@ -111,7 +112,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
                [*tcp, d["nginx"].ports["nginx-https"], d["stunnel"].ports["stunnel-redis"]]]
     targets += [ServiceTarget(HOST, p, "udp") for p in udp]
     ours = _our_scan(db, targets, trace)
-    ours.update(_our_scan(bundled, [ServiceTarget(HOST, d["mosquitto"].port, "tcp")], trace))
+    ours.update(_our_scan(bundled, [ServiceTarget(HOST, d[n].port, "tcp") for n in ("mosquitto", "git")], trace))
     for t in threads:
         t.join()
     nm: dict[tuple[str, int], Any] = {}
@@ -210,6 +211,15 @@ def test_ldap_rootdse(post_set: dict[str, Daemon], scans: dict[str, Any]) -> Non
     assert not upstream_version(d.version).startswith(("2.2", "2.3"))
     el = _script(r, "ldap-rootdse").elements
     assert el["namingContexts"] == d.extra["suffix"] and el["supportedLDAPVersion"] == "3"
+
+
+def test_git_agent(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["git"]
+    r, n = _pair(scans, "tcp", d.port)
+    assert (r.service, r.product) == (n["service"]["name"], n["service"]["product"]) == ("git", "git daemon")
+    # beyond nmap (no script of its asks upload-pack): the version from agent=git/x.y.z
+    assert r.version == upstream_version(d.version) and "version" not in n["service"]
+    assert _script(r, "git-info").elements["agent"] == f"git/{upstream_version(d.version)}"
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servprobe import post
-from servprobe.post import amqp, http, ldap, memcached, mqtt, redis, snmp
+from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, snmp
 from servprobe.post.base import MAX_BUFFER, apply
 from servprobe.result import ServiceResult
 
@@ -203,6 +203,24 @@ def test_ldap_vendor_openldap_and_ad() -> None:
     whole_answer = _entry({b"vendorName": [b"x"]})
     for cut in range(len(whole_answer) - 20):
         _run(ldap.LdapMachine, whole_answer[:cut], eof=True)  # never raises
+
+
+# ------------------------------------------------------------------ git (gitprotocol-pack, gitprotocol-v2)
+
+
+def test_git_v0_v2_and_err() -> None:
+    v0 = git.pkt_line(b"95dcfa3633004da0049d3d0fa03f80589cbcaf31 HEAD\x00multi_ack side-band-64k agent=git/2.30.2\n")
+    m, f = _run(git.GitMachine, v0 + git.pkt_line(b"95dc refs/heads/main\n") + b"0000")
+    assert m.done and f.fields == {"product": "git daemon", "version": "2.30.2"}
+    assert f.script.elements["protocol"] == "0" and "side-band-64k" in f.script.elements["capabilities"]
+    v2 = b"".join(git.pkt_line(x) for x in (b"version 2\n", b"agent=JGit/6.1\n", b"ls-refs\n")) + b"0000"
+    _, f = _run(git.GitMachine, v2)
+    assert f.script.elements["agent"] == "JGit/6.1" and f.fields == {}  # not git's own daemon
+    _, f = _run(git.GitMachine, git.pkt_line(b"ERR access denied or repository not exported: /"))
+    assert f.script.output == "error: access denied or repository not exported: /"
+    assert git.request("h").startswith(b"0028git-upload-pack /\x00host=h\x00\x00version=2\x00")
+    for cut in range(len(v0)):
+        _run(git.GitMachine, v0[:cut], eof=True)
 
 
 # ------------------------------------------------------------------ HTTP, Redis, memcached
