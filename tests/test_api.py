@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import servprobe
+from loopback_listeners import Listener
 from servprobe.api import ScanError, scan_options
 from servprobe.result import ServiceResult
 
@@ -34,38 +35,9 @@ match echo m|^hello| p/echo/
 """
 
 
-class Listener:
-    def __init__(self, banner: bytes | None) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.banner = banner
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if self.banner:
-                    conn.sendall(self.banner)
-                conn.settimeout(40)
-                while conn.recv(1024):
-                    pass
-            except OSError:
-                pass
-
-
 @pytest.fixture(scope="module")
 def listeners() -> Iterator[tuple[Listener, Listener]]:
-    ssh, silent = Listener(SSH_BANNER), Listener(None)
+    ssh, silent = Listener(SSH_BANNER), Listener(None, hold=40)
     yield ssh, silent
     ssh.sock.close()
     silent.sock.close()

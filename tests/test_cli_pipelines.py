@@ -10,16 +10,16 @@ import os
 import pty
 import re
 import select
-import socket
 import subprocess
 import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from loopback_listeners import Listener
 
 SERVPROBE = [sys.executable, "-m", "servprobe"]
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
@@ -28,37 +28,6 @@ Probe TCP NULL q||
 totalwaitms 6000
 match ssh m|^SSH-([\d.]+)-OpenSSH_([\w._-]+)[ -]Debian-(\S+)\r\n| p/OpenSSH/ v/$2 Debian $3/ i/protocol $1/
 """
-
-
-class Listener:
-    """A loopback TCP listener sending `banner` (None: silent) and holding the line a while."""
-
-    def __init__(self, banner: bytes | None) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.banner = banner
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if self.banner:
-                    conn.sendall(self.banner)
-                conn.settimeout(10)
-                while conn.recv(1024):
-                    pass
-            except OSError:
-                pass
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from loopback_listeners import Listener
 from servprobe.scan.inputs import (
     InputError,
     PortInput,
@@ -40,37 +40,6 @@ match ssh m|^SSH-([\d.]+)-OpenSSH_([\w._-]+)[ -]Debian-(\S+)\r\n| p/OpenSSH/ v/$
 match ftp m|^220 \(vsFTPd ([\d.]+)\)\r\n| p/vsftpd/ v/$1/
 """
 TS = 1700000000
-
-
-class Listener:
-    """A TCP listener on 127.0.0.1 sending a banner; counts the connections it accepted."""
-
-    def __init__(self, banner: bytes) -> None:
-        self.banner = banner
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                try:
-                    conn.sendall(self.banner)
-                    conn.settimeout(2)
-                    conn.recv(1024)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from loopback_listeners import Listener
 from servprobe.report.html import render
 from servprobe.result import HostResult, ScanRun, ScriptResult, ServiceResult
 
@@ -56,49 +56,18 @@ SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 UNKNOWN_BANNER = b"<script>window.pwned=4</script>\x1b[31m unknown\r\n"  # no match: fingerprint
 
 
-class Banner:
-    """A loopback listener that sends `banner` (or nothing: `None`) and keeps the line open."""
-
-    def __init__(self, banner: bytes | None) -> None:
-        self.banner = banner
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if self.banner is not None:
-                    conn.sendall(self.banner)
-                conn.settimeout(5)
-                while conn.recv(1024):
-                    pass
-            except OSError:
-                pass
-
-
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, Banner]]:
-    s = {f"evil{i}": Banner(b"EVIL " + text.encode() + b"\r\n") for i, text in enumerate(HOSTILE)}
-    s["ssh"] = Banner(SSH_BANNER)
-    s["unknown"] = Banner(UNKNOWN_BANNER)
+def servers() -> Iterator[dict[str, Listener]]:
+    s = {f"evil{i}": Listener(b"EVIL " + text.encode() + b"\r\n") for i, text in enumerate(HOSTILE)}
+    s["ssh"] = Listener(SSH_BANNER)
+    s["unknown"] = Listener(UNKNOWN_BANNER)
     yield s
     for b in s.values():
         b.sock.close()
 
 
 @pytest.fixture(scope="module")
-def scanned(servers: dict[str, Banner], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def scanned(servers: dict[str, Listener], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One scan of every listener, written as CSV, HTML and JSON Lines."""
     d = tmp_path_factory.mktemp("report")
     (d / "probes").write_text(PROBES)
@@ -116,7 +85,7 @@ def scanned(servers: dict[str, Banner], tmp_path_factory: pytest.TempPathFactory
 # -- CSV -------------------------------------------------------------------------------------------
 
 
-def test_csv_rfc4180_read_back(scanned: dict[str, Path], servers: dict[str, Banner]) -> None:
+def test_csv_rfc4180_read_back(scanned: dict[str, Path], servers: dict[str, Listener]) -> None:
     raw = scanned["csv"].read_bytes()
     # RFC 4180 §2: every record ends in CRLF; a field with a quote is quoted, quotes doubled
     assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")
@@ -230,7 +199,7 @@ return {
 """
 
 
-def test_html_in_headless_chromium(scanned: dict[str, Path], servers: dict[str, Banner], browser: Browser) -> None:
+def test_html_in_headless_chromium(scanned: dict[str, Path], servers: dict[str, Listener], browser: Browser) -> None:
     page = scanned["html"].read_text(encoding="utf-8")
     # self-contained: nothing to fetch (the SVG namespace is a name, not a request)
     assert not re.search(r"""<[a-z][^>]*\s(?:src|href|action)\s*=""", page, re.I)
@@ -297,7 +266,7 @@ def test_html_scripts_and_cpes_shown_escaped(tmp_path: Path, browser: Browser) -
 
 
 def test_interrupted_scan_writes_html_and_csv_with_unfinished_ports(tmp_path: Path) -> None:
-    silent = Banner(None)  # accepts and says nothing: the slow probe keeps it in flight
+    silent = Listener(None)  # accepts and says nothing: the slow probe keeps it in flight
     (tmp_path / "probes").write_text(PROBES)
     html_out, csv_out, normal = tmp_path / "cut.html", tmp_path / "cut.csv", tmp_path / "cut.nmap"
     proc = subprocess.Popen(

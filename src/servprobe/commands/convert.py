@@ -20,7 +20,8 @@ from servprobe.report.base import Outputs, Reporter
 from servprobe.report.csv import CsvReporter
 from servprobe.report.html import HtmlReporter
 from servprobe.report.jsonl import JsonLinesReporter
-from servprobe.result import ExtraPorts, HostResult, ScanRun, ScriptResult, ServiceResult
+from servprobe.result import ScanRun
+from servprobe.scan.inputs import host_from_xml
 
 EXAMPLES = """\
 examples:
@@ -36,29 +37,6 @@ class ConvertError(Exception):
     """An input that cannot be read; the message names the file."""
 
 
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _service(r: ServiceResult, svc: ET.Element) -> None:
-    r.service = svc.get("name")
-    r.product = svc.get("product")
-    r.version = svc.get("version")
-    r.extrainfo = svc.get("extrainfo")
-    r.hostname = svc.get("hostname")
-    r.ostype = svc.get("ostype")
-    r.devicetype = svc.get("devicetype")
-    r.tunnel = "ssl" if svc.get("tunnel") == "ssl" else None
-    r.method = "probed" if svc.get("method") == "probed" else "table"
-    conf = svc.get("conf", "")
-    r.conf = int(conf) if conf.isdigit() else (10 if r.method == "probed" else 3)
-    r.fingerprint = svc.get("servicefp")
-    r.cpes = [c.text or "" for c in svc.iter("cpe") if c.text]
-
-
 def read_xml(path: Path) -> ScanRun:
     """An nmap/servprobe -oX file as a ScanRun with its hosts."""
     try:
@@ -72,51 +50,20 @@ def read_xml(path: Path) -> ScanRun:
         argv = shlex.split(args)[1:]
     except ValueError:
         argv = args.split()[1:]
-    run = ScanRun(args=argv, start=_float(root.get("start")) or 0.0,
+    start = root.get("start", "")
+    run = ScanRun(args=argv, start=float(start) if start.isdigit() else 0.0,
                   version=root.get("version", ""))
     run.scan_types = [si.get("type", "") for si in root.iter("scaninfo")]
     run.ports_spec = {si.get("protocol", ""): si.get("services", "")
                       for si in root.iter("scaninfo") if si.get("services")}
     run.service_scan = any(s.get("method") == "probed" for s in root.iter("service"))
     finished = root.find("runstats/finished")
-    if finished is not None:
-        run.end = _float(finished.get("time"))
+    end = finished.get("time", "") if finished is not None else ""
+    run.end = float(end) if end.isdigit() else None
     for host in root.iter("host"):
-        address = next((a.get("addr") for a in host.iter("address")
-                        if a.get("addrtype") in ("ipv4", "ipv6") and a.get("addr")), None)
-        if not address:
-            continue
-        h = HostResult(address=address, starttime=_float(host.get("starttime")),
-                       endtime=_float(host.get("endtime")))
-        status = host.find("status")
-        h.status = "up" if status is None else status.get("state", "unknown")  # type: ignore[assignment]
-        h.reason = "" if status is None else status.get("reason", "")
-        for hn in host.iter("hostname"):
-            if hn.get("name"):
-                h.hostnames.append(hn.get("name", ""))
-                h.hostname_types.append(hn.get("type", "user"))
-        for ex in host.iter("extraports"):
-            count = int(ex.get("count", "0") or 0)
-            state = ex.get("state", "closed")
-            reasons = {er.get("reason", ""): int(er.get("count", "0") or 0) for er in ex.iter("extrareasons")}
-            proto = next((er.get("proto") for er in ex.iter("extrareasons") if er.get("proto")), "tcp")
-            h.extra.append(ExtraPorts(state, proto, count, reasons))  # type: ignore[arg-type]
-            h.extraports[state] = h.extraports.get(state, 0) + count
-        for port in host.iter("port"):
-            portid = port.get("portid", "")
-            if not portid.isdigit():
-                continue
-            st = port.find("state")
-            r = ServiceResult(address=address, port=int(portid), proto=port.get("protocol", "tcp"),  # type: ignore[arg-type]
-                              state=(st.get("state", "open") if st is not None else "open"),  # type: ignore[arg-type]
-                              reason=(st.get("reason", "") if st is not None else ""))
-            svc = port.find("service")
-            if svc is not None:
-                _service(r, svc)
-            r.scripts = [ScriptResult(s.get("id", ""), s.get("output", "")) for s in port.iter("script")]
-            r.hostnames = list(h.hostnames)
-            h.ports.append(r)
-        run.hosts.append(h)
+        h = host_from_xml(host)
+        if h is not None:
+            run.hosts.append(h)
     run.hosts_total = len(run.hosts)
     run.hosts_up = sum(1 for h in run.hosts if h.status == "up")
     return run
@@ -132,21 +79,28 @@ def read_store(path: Path, scan_id: int | None) -> ScanRun:
         raise ConvertError(str(exc)) from None
 
 
-def read(path_text: str, scan_id: int | None = None) -> ScanRun:
-    """A scan from an -oX file or a store, told apart by content."""
-    path = Path(path_text)
+def kind_of(path: Path) -> str:
+    """"store" or "xml", from the file's first bytes; ConvertError otherwise."""
     try:
         with path.open("rb") as fh:
             head = fh.read(256)
     except OSError as exc:
         raise ConvertError(f"{path}: {exc.strerror or exc}") from None
     if head.startswith(b"SQLite format 3\x00"):
+        return "store"
+    if head.lstrip().startswith(b"<"):
+        return "xml"
+    raise ConvertError(f"{path}: neither a servprobe store nor an XML scan file")
+
+
+def read(path_text: str, scan_id: int | None = None) -> ScanRun:
+    """A scan from an -oX file or a store, told apart by content."""
+    path = Path(path_text)
+    if kind_of(path) == "store":
         return read_store(path, scan_id)
     if scan_id is not None:
         raise ConvertError(f"{path}: --scan only applies to stores")
-    if head.lstrip().startswith(b"<"):
-        return read_xml(path)
-    raise ConvertError(f"{path}: neither a servprobe store nor an XML scan file")
+    return read_xml(path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,69 +145,36 @@ def load_store(path: Path, scan_id: int | None, which: str) -> Snapshot:
 
 
 def load_xml(path: Path) -> Snapshot:
+    from servprobe.commands.convert import ConvertError, read_xml
+
     try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise DiffInputError(f"{path}: cannot read XML: {exc}") from None
-    if root.tag != "nmaprun":
-        raise DiffInputError(f"{path}: not an nmap/servprobe XML file (root <{root.tag}>)")
-    snap = Snapshot(label=str(path))
-    start = root.get("start")
-    snap.start = float(start) if start and start.isdigit() else None
-    spec = {
-        si.get("protocol", ""): si.get("services", "")
-        for si in root.iter("scaninfo")
-        if si.get("protocol") and si.get("services")
-    }
-    if spec:
-        snap.scanned = _ports_from_spec(spec)
-    for host in root.iter("host"):
-        address = None
-        for addr in host.iter("address"):
-            if addr.get("addrtype") in ("ipv4", "ipv6"):
-                address = addr.get("addr")
-                break
-        if not address:
-            continue
-        status = host.find("status")
-        if status is not None and status.get("state") == "up":
-            snap.hosts_up.add(address)
-        for port in host.iter("port"):
-            proto = port.get("protocol", "tcp")
-            try:
-                portid = int(port.get("portid", ""))
-            except ValueError:
-                continue
-            st = port.find("state")
-            svc = port.find("service")
-            state = st.get("state", "unknown") if st is not None else "unknown"
-            r = ServiceResult(address=address, port=portid, proto=proto, state=state)  # type: ignore[arg-type]
-            if svc is not None:
-                r.service = svc.get("name")
-                r.product = svc.get("product")
-                r.version = svc.get("version")
-                r.extrainfo = svc.get("extrainfo")
-                r.tunnel = "ssl" if svc.get("tunnel") == "ssl" else None
-                r.method = "probed" if svc.get("method") == "probed" else "table"
-                r.cpes = [c.text or "" for c in svc.iter("cpe")]
+        run = read_xml(path)
+    except ConvertError as exc:
+        raise DiffInputError(str(exc)) from None
+    snap = Snapshot(label=str(path), start=run.start or None)
+    if run.ports_spec:
+        snap.scanned = _ports_from_spec(run.ports_spec)
+    for host in run.hosts:
+        if host.status == "up":
+            snap.hosts_up.add(host.address)
+        for r in host.ports:
             snap.ports[r.key] = r
     return snap
 
 
 def load(path_text: str, scan_id: int | None, which: str = "latest") -> Snapshot:
+    from servprobe.commands.convert import ConvertError, kind_of
+
     path = Path(path_text)
     try:
-        with path.open("rb") as fh:
-            head = fh.read(256)
-    except OSError as exc:
-        raise DiffInputError(f"{path}: {exc.strerror or exc}") from None
-    if head.startswith(b"SQLite format 3\x00"):
+        kind = kind_of(path)
+    except ConvertError as exc:
+        raise DiffInputError(str(exc)) from None
+    if kind == "store":
         return load_store(path, scan_id, which)
-    if head.lstrip().startswith(b"<"):
-        if scan_id is not None:
-            raise DiffInputError(f"{path}: --old-scan/--new-scan only apply to stores")
-        return load_xml(path)
-    raise DiffInputError(f"{path}: neither a servprobe store nor an XML scan file")
+    if scan_id is not None:
+        raise DiffInputError(f"{path}: --old-scan/--new-scan only apply to stores")
+    return load_xml(path)
 
 
 # -- comparing ------------------------------------------------------------------------------

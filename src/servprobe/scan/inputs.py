@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from servprobe.escape import terminal_safe
+from servprobe.result import ExtraPorts, HostResult, ScriptResult, ServiceResult
 from servprobe.scan.targets import HostTarget, TargetList, default_resolver
 
 FORMATS = (
@@ -279,34 +280,80 @@ class PortInput:
             raise InputError(f"{self.name}:{where}: not well-formed XML ({exc}): {terminal_safe(line.strip()[:200])!r}") from None
 
 
-def _xml_host(host: ET.Element) -> list[Entry]:
-    address = None
-    for addr in host.iter("address"):
-        if addr.get("addrtype") in ("ipv4", "ipv6"):
-            address = addr.get("addr")
-            break
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _xml_service(r: ServiceResult, svc: ET.Element) -> None:
+    r.service = svc.get("name")
+    r.product = svc.get("product")
+    r.version = svc.get("version")
+    r.extrainfo = svc.get("extrainfo")
+    r.hostname = svc.get("hostname")
+    r.ostype = svc.get("ostype")
+    r.devicetype = svc.get("devicetype")
+    r.tunnel = "ssl" if svc.get("tunnel") == "ssl" else None
+    r.method = "probed" if svc.get("method") == "probed" else "table"
+    conf = svc.get("conf", "")
+    r.conf = int(conf) if conf.isdigit() else (10 if r.method == "probed" else 3)
+    r.fingerprint = svc.get("servicefp")
+    r.cpes = [c.text for c in svc.iter("cpe") if c.text]
+
+
+def host_from_xml(host: ET.Element) -> HostResult | None:
+    """One `<host>` of nmap's XML layout (nmap's, servprobe's, masscan's) as a HostResult;
+    None without an IP address. A host without <status> (masscan) counts as up."""
+    address = next((a.get("addr") for a in host.iter("address")
+                    if a.get("addrtype") in ("ipv4", "ipv6") and a.get("addr")), None)
     if not address:
-        return []
+        return None
+    h = HostResult(address=address, starttime=_float(host.get("starttime")),
+                   endtime=_float(host.get("endtime")))
     status = host.find("status")
-    if status is not None and status.get("state") not in (None, "up"):
-        return []
-    name = None
+    h.status = "up" if status is None else status.get("state", "unknown")  # type: ignore[assignment]
+    h.reason = "" if status is None else status.get("reason", "")
     for hn in host.iter("hostname"):
         if hn.get("name"):
-            name = hn.get("name")
-            break
-    out = []
+            h.hostnames.append(hn.get("name", ""))
+            h.hostname_types.append(hn.get("type", "user"))
+    for ex in host.iter("extraports"):
+        count = int(ex.get("count", "0") or 0) if (ex.get("count") or "0").isdigit() else 0
+        state = ex.get("state", "closed")
+        reasons = {er.get("reason", ""): int(er.get("count", "0")) for er in ex.iter("extrareasons")
+                   if (er.get("count") or "").isdigit()}
+        proto = next((er.get("proto") for er in ex.iter("extrareasons") if er.get("proto")), "tcp")
+        h.extra.append(ExtraPorts(state, proto, count, reasons))  # type: ignore[arg-type]
+        h.extraports[state] = h.extraports.get(state, 0) + count
     for port in host.iter("port"):
+        portid = port.get("portid", "")
+        if not (portid.isascii() and portid.isdigit()):
+            continue
         st = port.find("state")
-        if st is None or st.get("state") not in OPEN_STATES:
-            continue
-        proto = port.get("protocol", "tcp")
-        if proto not in ("tcp", "udp"):
-            continue
-        try:
-            out.append(Entry(address, proto, _port(port.get("portid", "")), name))
-        except _Bad:
-            continue
+        r = ServiceResult(address=address, port=int(portid), proto=port.get("protocol", "tcp"),  # type: ignore[arg-type]
+                          state=(st.get("state", "open") if st is not None else "open"),  # type: ignore[arg-type]
+                          reason=(st.get("reason", "") if st is not None else ""))
+        svc = port.find("service")
+        if svc is not None:
+            _xml_service(r, svc)
+        r.scripts = [ScriptResult(sc.get("id", ""), sc.get("output", "")) for sc in port.iter("script")]
+        r.hostnames = list(h.hostnames)
+        h.ports.append(r)
+    return h
+
+
+def _xml_host(host: ET.Element) -> list[Entry]:
+    """The open ports of one <host> of an earlier scan (down hosts: none)."""
+    h = host_from_xml(host)
+    if h is None or h.status != "up":
+        return []
+    name = h.hostnames[0] if h.hostnames else None
+    out = []
+    for r in h.ports:
+        if r.state in OPEN_STATES and r.proto in ("tcp", "udp") and 0 < r.port < 65536:
+            out.append(Entry(h.address, r.proto, r.port, name))
     return out
 
 
