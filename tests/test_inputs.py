@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,10 @@ SERVPROBE = [sys.executable, "-m", "servprobe", "--no-store", "--no-progress"]
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 FTP_BANNER = b"220 (vsFTPd 3.0.3)\r\n"
 PROBES = r"""
+Probe UDP Hello q|hello\r\n|
+totalwaitms 2000
+match hello m|^HELLO ([\w.]+)\r\n| p/HelloServer/ v/$1/
+
 Probe TCP NULL q||
 totalwaitms 1500
 match ssh m|^SSH-([\d.]+)-OpenSSH_([\w._-]+)[ -]Debian-(\S+)\r\n| p/OpenSSH/ v/$2 Debian $3/ i/protocol $1/
@@ -397,3 +402,32 @@ def test_stdin_is_scanned_while_the_pipe_is_still_open(services: tuple[Listener,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_udp_ports_from_hostport_and_masscan(probes: Path, tmp_path: Path) -> None:
+    """`host:udp/PORT` and masscan's `open udp` lines: the port is probed over UDP, no -sU."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                data, peer = sock.recvfrom(2048)
+            except OSError:
+                return
+            if data.startswith(b"hello"):
+                sock.sendto(b"HELLO 2.1\r\n", peer)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        for text in (f"127.0.0.1:udp/{port}\n", f"#masscan\nopen udp {port} 127.0.0.1 {TS}\n# end\n"):
+            f = tmp_path / "udp.txt"
+            f.write_text(text)
+            res = run(["-iL", str(f), "-oJ", "-"], probes)
+            assert res.returncode == 0, res.stderr
+            found = ports_of(res.stdout)
+            assert set(found) == {("127.0.0.1", "udp", port)}, text
+            assert (found[("127.0.0.1", "udp", port)]["product"], found[("127.0.0.1", "udp", port)]["version"]) == ("HelloServer", "2.1")
+    finally:
+        sock.close()
