@@ -253,7 +253,10 @@ def test_html_scripts_and_cpes_shown_escaped(tmp_path: Path, browser: Browser) -
     )
     bare = ServiceResult("127.0.0.1", 22, "tcp", service="ssh", method="probed", conf=10)
     run = ScanRun(args=["-p", "22,8080"], start=time.time() - 2, end=time.time(), db_path="x")
-    page = render(run, [HostResult("127.0.0.1", status="up", ports=[bare, r])])
+    other = ServiceResult("127.0.0.2", 25, "tcp", service="smtp", method="table", state="open")
+    # hosts given in any order come out grouped, in address order
+    page = render(run, [HostResult("127.0.0.2", status="up", ports=[other]),
+                        HostResult("127.0.0.1", status="up", ports=[bare, r])])
     f = tmp_path / "scripts.html"
     f.write_text(page, encoding="utf-8")
     browser.cmd("POST", "/url", {"url": f.as_uri()})
@@ -263,6 +266,9 @@ def test_html_scripts_and_cpes_shown_escaped(tmp_path: Path, browser: Browser) -
     assert details == ["http-title"]
     assert "<script>window.pwned=5</script>" in found["text"] and "cpe:/a:<script>:x" in found["text"]
     assert browser.js("return document.querySelectorAll('#ports b').length") == 0
+    rows = browser.js("return Array.from(document.querySelectorAll('#ports tbody tr')).map("
+                      "r => [r.cells[0].textContent, +r.cells[1].textContent, r.className])")
+    assert rows == [["127.0.0.1", 22, "hostfirst"], ["127.0.0.1", 8080, ""], ["127.0.0.2", 25, "hostfirst"]]
 
 
 def test_interrupted_scan_writes_html_and_csv_with_unfinished_ports(tmp_path: Path) -> None:
