@@ -143,6 +143,39 @@ def git_daemon() -> Iterator[Daemon]:
                          proc.pid)
 
 
+SMB_WORKGROUP, SMB_NAME = "SERVPROBE", "SPTEST"
+
+
+@contextlib.contextmanager
+def smbd() -> Iterator[Daemon]:
+    """Samba's smbd (standalone, no NetBIOS) on a free port, every directory its own."""
+    binary = _require("/usr/sbin/smbd", "samba")
+    version = dpkg_version("samba")
+    with _workdir("smbd") as d:
+        port = free_port()
+        for sub in ("run", "lock", "state", "cache", "private", "ncalrpc", "share"):
+            (d / sub).mkdir()
+        conf = d / "smb.conf"
+        conf.write_text(
+            f"[global]\nworkgroup = {SMB_WORKGROUP}\nnetbios name = {SMB_NAME}\n"
+            "server role = standalone server\n"
+            f"smb ports = {port}\ninterfaces = {HOST}\nbind interfaces only = yes\n"
+            f"pid directory = {d / 'run'}\nlock directory = {d / 'lock'}\n"
+            f"state directory = {d / 'state'}\ncache directory = {d / 'cache'}\n"
+            f"private dir = {d / 'private'}\nncalrpc dir = {d / 'ncalrpc'}\n"
+            f"log file = {d / 'log.%m'}\ndisable netbios = yes\nload printers = no\n"
+            "printing = bsd\nprintcap name = /dev/null\ndisable spoolss = yes\n"
+            "passdb backend = tdbsam\nserver services = -nbt\n"
+            f"[share]\npath = {d / 'share'}\nread only = yes\n"
+        )
+        log = d / "smbd.log"
+        argv = [binary, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]
+        with _running(argv, log) as proc:
+            _wait_tcp(port, proc, "smbd", log)
+            yield Daemon("smbd", "samba", version, [Endpoint("smbd", port)], d, log, proc.pid,
+                         extra={"workgroup": SMB_WORKGROUP, "name": SMB_NAME})
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -194,7 +227,7 @@ if __name__ == "__main__":
     with contextlib.ExitStack() as stack:
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
-                                      "slapd": slapd, "git_daemon": git_daemon}[name]())
+                                      "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

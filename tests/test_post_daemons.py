@@ -1,9 +1,10 @@
 """Post-processors against real Debian daemons on loopback, side by side with nmap 7.93.
 
-One module-scoped set: rabbitmq-server, mosquitto, snmpd, slapd, git daemon (tests/daemons_post.py) plus the
-suite's nginx, redis, memcached and stunnel4 (conftest). servprobe scans it once (nmap's
-database; mosquitto and git with our bundled one, the only one naming them on free ports), while
-nmap -sV runs once per protocol with the matching NSE scripts named, so their output shows.
+One module-scoped set: rabbitmq-server, mosquitto, snmpd, slapd, git daemon, smbd
+(tests/daemons_post.py) plus the suite's nginx, redis, memcached and stunnel4 (conftest).
+servprobe scans it once (nmap's database; mosquitto and git with our bundled one, the only
+one naming them on free ports), while nmap -sV runs once per protocol, in parallel, with the
+matching NSE scripts named so their output shows.
 Expected values come from dpkg (package versions) and from nmap's run. Deliberate
 differences from nmap are named in the test that asserts them.
 """
@@ -28,7 +29,7 @@ from servprobe.net.driver import new_event_loop, run_service_scan
 
 pytestmark = pytest.mark.daemon
 
-NMAP_TCP_SCRIPTS = "amqp-info,http-server-header,redis-info,memcached-info"
+NMAP_TCP_SCRIPTS = "amqp-info,http-server-header,redis-info,memcached-info,smb2-security-mode,smb2-time"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "snmpd": stack.enter_context(daemons_post.snmpd()),
             "slapd": stack.enter_context(daemons_post.slapd()),
             "git": stack.enter_context(daemons_post.git_daemon()),
+            "smbd": stack.enter_context(daemons_post.smbd()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -59,6 +61,9 @@ def _nmap_ports(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
             "service": dict(svc.attrib) if svc is not None else {}, "scripts": scripts,
             "state": port.find("state").get("state"),
         }
+    for sc in ET.parse(path).getroot().iter("hostscript"):
+        for s in sc.findall("script"):
+            out[("host", s.get("id"))] = {"output": s.get("output")}
     return out
 
 
@@ -83,12 +88,14 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     d = post_set
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
-           d["slapd"].port]
+           d["slapd"].port, d["smbd"].port]
     udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"]]
     bundled = servprobe.load_db("bundled")
     runs = {
         # the scripts are named so their output shows (-sV alone runs them silently)
-        "tcp": ["nmap", "-sV", "-Pn", "-p", ",".join(map(str, tcp)), "--script", NMAP_TCP_SCRIPTS],
+        # nmap's SMB scripts are host scripts: smbport points them at smbd's free port
+        "tcp": ["nmap", "-sV", "-Pn", "-p", ",".join(map(str, tcp)), "--script", NMAP_TCP_SCRIPTS,
+                "--script-args", f"smbport={d['smbd'].port}"],
         # intensity 4 still reaches SNMPv1public (rarity 4) and keeps nmap's UDP run short
         "udp": ["nmap", "-sU", "-sV", "--version-intensity", "4", "-Pn", "-p", ",".join(map(str, udp)),
                 "--script", "snmp-info,snmp-sysdescr"],
@@ -220,6 +227,23 @@ def test_git_agent(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
     # beyond nmap (no script of its asks upload-pack): the version from agent=git/x.y.z
     assert r.version == upstream_version(d.version) and "version" not in n["service"]
     assert _script(r, "git-info").elements["agent"] == f"git/{upstream_version(d.version)}"
+
+
+def test_smb2_and_ntlm(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["smbd"]
+    r, n = _pair(scans, "tcp", d.port)
+    assert (r.service, r.product) == (n["service"]["name"], n["service"]["product"]) == ("netbios-ssn", "Samba smbd")
+    # deliberate difference: nmap's "4.6.2" is fixed text of its SMB2 line (this smbd is 4.17);
+    # neither SMB2 nor NTLMSSP states Samba's version, so we state none
+    assert n["service"]["version"] == "4.6.2" and r.version is None
+    assert not upstream_version(d.version).startswith("4.6.")
+    # nmap shows these as host scripts; we attach them to the port that answered
+    assert _script(r, "smb2-security-mode").output == scans["nmap"][("host", "smb2-security-mode")]["output"]
+    assert _script(r, "smb2-time").elements["start_date"] == "N/A"
+    assert "start_date: N/A" in scans["nmap"][("host", "smb2-time")]["output"]
+    ntlm = _script(r, "smb-ntlm-info").elements
+    assert ntlm["NetBIOS_Computer_Name"] == d.extra["name"] == r.hostname
+    assert ntlm["Target_Name"] == d.extra["name"]  # standalone server: its own name is the domain
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servprobe import post
-from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, snmp
+from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, smb, snmp
 from servprobe.post.base import MAX_BUFFER, apply
 from servprobe.result import ServiceResult
 
@@ -221,6 +221,51 @@ def test_git_v0_v2_and_err() -> None:
     assert git.request("h").startswith(b"0028git-upload-pack /\x00host=h\x00\x00version=2\x00")
     for cut in range(len(v0)):
         _run(git.GitMachine, v0[:cut], eof=True)
+
+
+# ------------------------------------------------------------------ SMB2 (MS-SMB2 2.2.3/2.2.4) + NTLMSSP (MS-NLMP 2.2.1.2)
+
+
+def _smb2(command: int, body: bytes, status: int = 0) -> bytes:
+    head = b"\xfeSMB" + struct.pack("<HHIHHIIQIIQ", 64, 0, status, command, 1, 1, 0, 0, 0, 0, 0) + b"\x00" * 16
+    return struct.pack(">I", 64 + len(body)) + head + body
+
+
+def _challenge() -> bytes:
+    def av(i: int, v: str) -> bytes:
+        raw = v.encode("utf-16-le")
+        return struct.pack("<HH", i, len(raw)) + raw
+
+    info = av(2, "CORP") + av(1, "FS01") + av(4, "corp.example") + av(3, "fs01.corp.example") + struct.pack("<HH", 0, 0)
+    target = "CORP".encode("utf-16-le")
+    head = (smb.NTLMSSP + struct.pack("<I", 2) + struct.pack("<HHI", len(target), len(target), 56)
+            + struct.pack("<I", 0x02800000 | 0x1) + b"\x11" * 8 + b"\x00" * 8
+            + struct.pack("<HHI", len(info), len(info), 56 + len(target)) + bytes([10, 0]) + struct.pack("<H", 20348) + b"\x00\x00\x00\x0f")
+    return head + target + info
+
+
+def test_smb2_negotiate_and_challenge() -> None:
+    m = smb.SmbMachine(_result("microsoft-ds", product="Samba smbd", version="4.6.2"))
+    (req,) = m.start(0.0)
+    assert req[4:8] == b"\xfeSMB" and struct.unpack(">I", req[:4])[0] == len(req) - 4
+    ft = (1_700_000_000 + smb.FILETIME_EPOCH) * 10_000_000
+    neg = struct.pack("<HHHH", 65, 3, 0x0302, 0) + b"g" * 16 + struct.pack("<IIIIQQHHI", 0, 0, 0, 0, ft, 0, 128, 0, 0)
+    (setup,) = m.feed(_smb2(0, neg), 0.0)
+    assert b"NTLMSSP\x00\x01\x00\x00\x00" in setup
+    m.feed(_smb2(1, struct.pack("<HHHH", 9, 0, 72, 0) + _challenge(), status=0xC0000016), 0.0)
+    assert m.done
+    f = m.finish()
+    assert f.script.elements == {"302": ["Message signing enabled and required"]}
+    scripts = {s.id: s.elements for s in f.more}
+    assert scripts["smb2-time"] == {"date": "2023-11-14T22:13:20", "start_date": "N/A"}
+    assert scripts["smb-ntlm-info"] == {"Target_Name": "CORP", "NetBIOS_Domain_Name": "CORP", "NetBIOS_Computer_Name": "FS01",
+                                        "DNS_Domain_Name": "corp.example", "DNS_Computer_Name": "fs01.corp.example",
+                                        "Product_Version": "10.0.20348"}
+    assert f.fields == {"hostname": "FS01", "version": ""}
+    for cut in range(0, len(neg) + 68, 7):
+        _run(smb.SmbMachine, _smb2(0, neg)[:cut], eof=True)
+    _, f = _run(smb.SmbMachine, b"\x85\x00\x00\x00")  # NetBIOS keep-alive-ish junk
+    assert f is None
 
 
 # ------------------------------------------------------------------ HTTP, Redis, memcached

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servprobe.post import amqp, fpstrings, git, http, ldap, memcached, mqtt, redis, snmp
+from servprobe.post import amqp, fpstrings, git, http, ldap, memcached, mqtt, redis, smb, snmp
 from servprobe.post.base import PostProcessor
 from servprobe.post.runner import run_post
 
@@ -36,6 +36,7 @@ REGISTRY: tuple[PostProcessor, ...] = (
     memcached.POST_UDP,
     ldap.POST,
     git.POST,
+    smb.POST,
     fpstrings.POST_TCP,
     fpstrings.POST_UDP,
 )
