@@ -4,12 +4,21 @@ Each match line carries a `#@id` tag; tests/data/examples/ holds real (or docume
 responses for it. Every example must be identified by exactly its own line through
 servprobe's real match order (the probe's lines, its fallbacks, NULL), with the expected
 fields, so no earlier line can steal it unnoticed.
+
+Figures (issue 13): identified %, version right % and products named wrongly, per protocol,
+over every example and over tests/data/eval/field-shapes.json (real-world banner shapes
+written from documentation, each with the product and version the banner really comes
+from). tests/data/eval/baseline.json holds the figures recorded when the lines were
+written; a change that lowers one fails. Record new figures after an improvement with
+`python tests/test_bundled_db.py --record` (and say so in the commit).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +29,8 @@ from servprobe.probes import examples as ex
 ROOT = Path(__file__).resolve().parents[1]
 DB_PATH = ROOT / "src" / "servprobe" / "data" / "servprobe-service-probes"
 EXAMPLES = ROOT / "tests" / "data" / "examples"
+FIELD_SHAPES = ROOT / "tests" / "data" / "eval" / "field-shapes.json"
+BASELINE = ROOT / "tests" / "data" / "eval" / "baseline.json"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +92,92 @@ def test_examples_all_pass(report):
 
 def test_every_line_has_an_example(report):
     assert report.missing == [], "\n".join(report.missing)
+
+
+def written_only_lines(db) -> list[str]:
+    """#@id tags of lines whose every example was written from documentation."""
+    sources: dict[str, set[bool]] = {}
+    for e in ex.read_examples(EXAMPLES):
+        if e.line_id is not None:
+            sources.setdefault(e.line_id, set()).add(e.source.startswith("real capture"))
+    return sorted(tag for tag, kinds in sources.items() if True not in kinds)
+
+
+def figures(db) -> dict[str, dict[str, dict]]:
+    return {
+        "examples": {k: v.as_dict() for k, v in
+                     ex.measure(db, ex.labelled_examples(ex.read_examples(EXAMPLES))).items()},
+        "field-shapes": {k: v.as_dict() for k, v in
+                         ex.measure(db, ex.read_labelled(FIELD_SHAPES)).items()},
+    }
+
+
+def test_every_example_names_its_source():
+    for e in ex.read_examples(EXAMPLES):
+        assert e.source.startswith(("real capture: ", "written from ")), e.where
+        if e.source.startswith("real capture: "):
+            # "real capture: PACKAGE VERSION (how it ran), DATE"
+            assert re.match(r"real capture: \S+ .*\d.*, \d{4}-\d\d-\d\d$", e.source), e.where
+
+
+def test_lines_resting_on_written_examples_only_do_not_grow(db, capsys):
+    """Reports how many lines only documentation backs; the recorded count may only shrink."""
+    written = written_only_lines(db)
+    total = len(ex.line_ids(DB_PATH))
+    with capsys.disabled():
+        print(f"\n{len(written)} of {total} lines rest on written examples only "
+              f"({total - len(written)} have a real capture)")
+    recorded = json.loads(BASELINE.read_text())["written_only_lines"]
+    assert len(written) <= recorded, sorted(written)
+
+
+def test_figures_do_not_drop(db, capsys):
+    """Identified %, version right % and products named wrongly, per protocol, never worse
+    than the recorded figures (field shapes and examples)."""
+    now = figures(db)
+    recorded = json.loads(BASELINE.read_text())
+    with capsys.disabled():
+        print("\nset           protocol  n    identified  version right  named wrongly")
+        for set_name in ("field-shapes", "examples"):
+            for proto, f in sorted(now[set_name].items()):
+                print(f"{set_name:13} {proto:9} {f['total']:<4} {f['identified_pct']!s:>10}"
+                      f"  {f['version_right_pct']!s:>13}  {f['wrong_pct']!s:>13}")
+    worse = []
+    for set_name in ("field-shapes", "examples"):
+        for proto, old in recorded[set_name].items():
+            new = now[set_name].get(proto)
+            if new is None:
+                worse.append(f"{set_name}/{proto}: no entries any more")
+                continue
+            for key, better in (("identified_pct", 1), ("version_right_pct", 1),
+                                ("wrong_pct", -1)):
+                if old[key] is None or new[key] is None:
+                    continue
+                if (new[key] - old[key]) * better < 0:
+                    worse.append(f"{set_name}/{proto} {key}: {old[key]} -> {new[key]}")
+    assert worse == [], "\n".join(worse)
+
+
+def test_field_shapes_precision():
+    """Issue 13's bar: products named wrongly on at most 3% of what we name."""
+    db = servprobe.load_db(str(DB_PATH))
+    allf = ex.measure(db, ex.read_labelled(FIELD_SHAPES))["all"]
+    assert allf.wrong <= 0.03 * allf.identified
+
+
+def test_measure_counts_like_the_issue(db):
+    """The figures' rules on a hand-made set: a soft match names nothing, a version counts
+    when it equals the real one or continues it after a separator."""
+    entries = [
+        ex.Labelled("ssh", "NULL", "tcp", b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n",
+                    ("OpenSSH",), "9.2p1"),          # identified, version right (prefix + " ")
+        ex.Labelled("ssh", "NULL", "tcp", b"SSH-2.0-OpenSSH_9.2p1\r\n", ("OpenSSH",), "9.2"),
+        ex.Labelled("ssh", "NULL", "tcp", b"SSH-2.0-X\r\n", (), None),  # softmatch only
+        ex.Labelled("ssh", "NULL", "tcp", b"SSH-2.0-dropbear_2022.83\r\n", ("OpenSSH",), None),
+    ]
+    f = ex.measure(db, entries)["ssh"]
+    assert (f.total, f.identified, f.with_version, f.version_right, f.wrong) == (4, 3, 2, 1, 1)
+    assert ex.version_right("9.2p1 Debian 2", "9.2p1") and not ex.version_right("9.21", "9.2")
 
 
 def test_daemon_suite_lines_are_real_captures():
@@ -179,3 +276,17 @@ def test_no_pattern_matches_empty_or_is_unanchored_binary(db):
                 if not m.pattern.startswith(b"^")]
     assert floating == []
     assert all(re.search(rb"\S", m.pattern) for p in db.probes for m in p.matches)
+
+
+def _record() -> None:
+    """Write today's figures as the new baseline (run by hand after an improvement)."""
+    db = servprobe.load_db(str(DB_PATH))
+    doc = {"about": "figures recorded by `python tests/test_bundled_db.py --record`; "
+                    "test_figures_do_not_drop fails when a change lowers one",
+           "written_only_lines": len(written_only_lines(db)), **figures(db)}
+    BASELINE.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    _record()

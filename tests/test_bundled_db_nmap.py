@@ -10,7 +10,9 @@ Kept fast: banner-first and HTTP daemons, low version intensity, a handful of po
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -112,3 +114,84 @@ def test_nmap_reads_our_db_like_servprobe_on_the_whole_daemon_set(
     assert set(theirs) == set(ports) == set(ours)
     diffs = {p: (theirs[p], ours[p]) for p in ports if theirs[p] != ours[p]}
     assert not diffs, f"nmap vs servprobe with our database: {diffs}"
+
+
+class _PjlPrinter:
+    """A stand-in for a network printer on a raw-print port (9100-9107) of 127.0.0.1: silent
+    until it reads, answers PJL's INFO ID as the PJL Technical Reference shows, and keeps
+    every byte it was sent (a real printer would print them). No printer runs here."""
+
+    MODEL = b"HP LaserJet 4250"
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        for port in range(9100, 9108):
+            try:
+                self.sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        else:
+            raise AssertionError("every port 9100-9107 of 127.0.0.1 is taken")
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(16)
+        self.received = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while chunk := conn.recv(4096):
+                    data += chunk
+                    self.received += chunk
+                    if b"@PJL INFO ID" in data and data.rstrip().endswith(b"X"):
+                        conn.sendall(b'@PJL INFO ID\r\n"' + self.MODEL + b'"\r\n\x0c')
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def pjl_printer():
+    printer = _PjlPrinter()
+    yield printer
+    printer.close()
+
+
+def test_pjl_probe_only_with_allports_like_nmap(datadir: Path, pjl_printer: _PjlPrinter) -> None:
+    """Our hp-pjl probe obeys the file's Exclude T:9100-9107 as nmap does: without
+    --allports neither tool sends anything to the printer; with it both name the model."""
+    port = pjl_printer.port
+    db = servprobe.load_db(str(DB_PATH))
+    target = [ServiceTarget("127.0.0.1", port, "tcp")]
+    plain_nmap = nmap_services(["--datadir", str(datadir)], [port])[port]
+    plain_ours = scan_services(db, target, EngineOptions(intensity=2))[0]
+    assert pjl_printer.received == b"", bytes(pjl_printer.received)  # nothing printed
+    # both fall back to the port table's name; nmap also writes product "Excluded from
+    # version scan" there, which servprobe does not (reported to the engine's owner)
+    assert plain_nmap["name"] == plain_ours.service == "jetdirect"
+    assert plain_nmap["version"] is None and plain_ours.version is None
+
+    theirs = nmap_services(["--datadir", str(datadir), "--allports"], [port])[port]
+    ours = scan_services(db, target, EngineOptions(intensity=2, allports=True))[0]
+    assert theirs["name"] == "hp-pjl" and theirs["product"] == "HP LaserJet 4250"
+    assert (ours.service, ours.product) == (theirs["name"], theirs["product"])
+    assert b"@PJL INFO ID" in pjl_printer.received

@@ -27,6 +27,15 @@ that can never be filled, …): listed, they do not stop servprobe from loading 
 """
 
 
+LINT_EPILOG = """\
+examples:
+  servprobe db lint bundled --examples tests/data/examples
+  servprobe db lint /usr/share/nmap/nmap-service-probes --json
+
+Exit status: 0 nothing found, 1 findings, 2 usage error (or a file that does not load).
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -57,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not build/check the hyperscan prefilter databases",
     )
+    lnt = sub.add_parser(
+        "lint",
+        help="find shadowed lines, backtracking risks, products spelled two ways, bad CPEs",
+        epilog=LINT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lnt.add_argument("file", nargs="?", default=None, metavar="FILE")
+    lnt.add_argument("--examples", metavar="DIR", help="also list lines no example in DIR reaches")
+    lnt.add_argument("--json", action="store_true", help="print the report as JSON")
+    lnt.add_argument("--budget-ms", type=float, default=50.0, metavar="MS",
+                     help="time one near-miss search may take (default 50)")
     sub.add_parser("path", help="print the probe file a scan would use")
     return ap
 
@@ -204,18 +224,54 @@ def check(args: argparse.Namespace) -> int:
     return status
 
 
+def lint_cmd(args: argparse.Namespace) -> int:
+    from servprobe.probes.examples import ExampleError
+    from servprobe.probes.lint import lint
+    from servprobe.probes.loader import load_db, resolve_path
+    from servprobe.probes.parser import ProbeFileError
+
+    if args.budget_ms <= 0:
+        print(f"servprobe db: error: --budget-ms must be positive, not {args.budget_ms:g}",
+              file=sys.stderr)
+        return 2
+    try:
+        db = load_db(str(resolve_path(args.file)), prefilter=False)
+    except (ProbeFileError, OSError) as exc:
+        print(f"servprobe db: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        report = lint(db, args.examples, budget=args.budget_ms / 1000)
+    except (ExampleError, OSError) as exc:
+        print(f"servprobe db: cannot check examples in {args.examples}: {exc}", file=sys.stderr)
+        return 2
+    seconds = round(time.perf_counter() - t0, 1)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "seconds": seconds}, indent=2))
+        return 0 if report.ok else 1
+    for finding in report.findings:
+        print(finding)
+    counts = report.counts()
+    print(f"{report.db_path}: {report.lines} lines, {report.checked_shadow} checked for "
+          f"shadowing, {report.risky_shapes} risky repeats tried on near-miss inputs ({seconds} s)")
+    print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.cmd == "check":
         return check(args)
+    if args.cmd == "lint":
+        return lint_cmd(args)
     if args.cmd == "path":
         from servprobe.probes.loader import resolve_path
 
         print(resolve_path(None))
         return 0
     ap.print_usage(sys.stderr)
-    print("servprobe db: error: a command is required (check, path)", file=sys.stderr)
+    print("servprobe db: error: a command is required (check, lint, path)", file=sys.stderr)
     return 2
 
 

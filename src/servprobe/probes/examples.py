@@ -262,3 +262,103 @@ def check(db: ProbeDB, examples_dir: str | Path) -> ExampleReport:
         if m.source.line not in covered:
             report.missing.append(f"{m.source} {'softmatch' if m.soft else 'match'} {m.service}")
     return report
+
+
+# --------------------------------------------------------------------------- measuring
+# The figures of issue 13's field measurement, computed the same way over any labelled set:
+# identified = a hard match naming a product; version right = our version equals the real one
+# or starts with it followed by a separator; named wrongly = a product named that is not the
+# real one (share of what we name).
+_VERSION_SEPARATORS = " -_.+~:/("
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def version_right(ours: str | None, real: str) -> bool:
+    if not ours:
+        return False
+    return ours == real or (ours.startswith(real) and ours[len(real)] in _VERSION_SEPARATORS)
+
+
+def product_right(ours: str, names: list[str]) -> bool:
+    """Ours names the real product: one of its accepted names is inside ours, or ours in it."""
+    o = _norm(ours)
+    return any(n and (n in o or o in n) for n in map(_norm, names))
+
+
+@dataclass(slots=True)
+class Figures:
+    """Counts for one protocol; the percentages are what the issue tracks."""
+
+    total: int = 0
+    identified: int = 0
+    with_version: int = 0  # entries whose real version is known
+    version_right: int = 0
+    wrong: int = 0  # products named that are not the real one
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        def pct(a: int, b: int) -> float | None:  # None: nothing to count
+            return round(100.0 * a / b, 1) if b else None
+
+        return {"total": self.total, "identified_pct": pct(self.identified, self.total),
+                "version_right_pct": pct(self.version_right, self.with_version),
+                "wrong_pct": pct(self.wrong, self.identified)}
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A response with the product (its accepted names) and version it really comes from."""
+
+    protocol: str
+    probe: str
+    proto: str
+    response: bytes
+    names: tuple[str, ...]  # empty: the response names no product
+    version: str | None
+
+
+def read_labelled(path: str | Path) -> list[Labelled]:
+    """An evaluation file: {"entries": [{protocol, probe, proto, response, truth}]}."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    out = []
+    for i, e in enumerate(doc["entries"]):
+        try:
+            truth = e["truth"]
+            out.append(Labelled(e["protocol"], e["probe"], e.get("proto", "tcp"),
+                                unescape(e["response"]), tuple(truth.get("names") or ()),
+                                truth.get("version")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExampleError(f"{path}[{i}]: {exc}") from exc
+    return out
+
+
+def labelled_examples(examples: list[Example]) -> list[Labelled]:
+    """Examples as labelled entries: their expected product and version are the truth."""
+    return [Labelled(e.expect["service"], e.probe, e.proto, e.response,
+                     (e.expect["product"],) if e.expect.get("product") else (),
+                     e.expect.get("version")) for e in examples]
+
+
+def measure(db: ProbeDB, entries: list[Labelled]) -> dict[str, Figures]:
+    """Figures per protocol (and "all") for `db` over `entries`."""
+    out: dict[str, Figures] = {}
+    for entry in entries:
+        try:
+            ident = db.match(entry.probe, entry.response, entry.proto)  # type: ignore[arg-type]
+        except KeyError:  # the database has no such probe: nothing identified
+            ident = None
+        for key in (entry.protocol, "all"):
+            fig = out.setdefault(key, Figures())
+            fig.total += 1
+            named = ident is not None and not ident.soft and bool(ident.product)
+            if named:
+                fig.identified += 1
+                if not (entry.names and product_right(ident.product, list(entry.names))):  # type: ignore[union-attr, arg-type]
+                    fig.wrong += 1
+            if entry.version:
+                fig.with_version += 1
+                if named and version_right(ident.version, entry.version):  # type: ignore[union-attr]
+                    fig.version_right += 1
+    return out
