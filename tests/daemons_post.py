@@ -147,8 +147,9 @@ SMB_WORKGROUP, SMB_NAME = "SERVPROBE", "SPTEST"
 
 
 @contextlib.contextmanager
-def smbd() -> Iterator[Daemon]:
-    """Samba's smbd (standalone, no NetBIOS) on a free port, every directory its own."""
+def smbd(smb1: bool = False) -> Iterator[Daemon]:
+    """Samba's smbd (standalone, no NetBIOS) on a free port, every directory its own;
+    `smb1` also enables the SMB1 dialect NT1 (off by default since Samba 4.11)."""
     binary = _require("/usr/sbin/smbd", "samba")
     version = dpkg_version("samba")
     with _workdir("smbd") as d:
@@ -166,7 +167,8 @@ def smbd() -> Iterator[Daemon]:
             f"log file = {d / 'log.%m'}\ndisable netbios = yes\nload printers = no\n"
             "printing = bsd\nprintcap name = /dev/null\ndisable spoolss = yes\n"
             "passdb backend = tdbsam\nserver services = -nbt\n"
-            f"[share]\npath = {d / 'share'}\nread only = yes\n"
+            + ("server min protocol = NT1\n" if smb1 else "")
+            + f"[share]\npath = {d / 'share'}\nread only = yes\n"
         )
         log = d / "smbd.log"
         argv = [binary, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]

@@ -43,6 +43,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "slapd": stack.enter_context(daemons_post.slapd()),
             "git": stack.enter_context(daemons_post.git_daemon()),
             "smbd": stack.enter_context(daemons_post.smbd()),
+            "smbd1": stack.enter_context(daemons_post.smbd(smb1=True)),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -104,6 +105,9 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
                  "--script", "mqtt-subscribe", "--script-args",
                  "mqtt-subscribe.topic=$SYS/broker/version,mqtt-subscribe.listen-msgs=1"],
     }
+    # no -sV: only the host script, to see what nmap makes of an SMB1-enabled smbd
+    smb1 = d["smbd1"].port
+    runs["smb1"] = ["nmap", "-Pn", "-p", str(smb1), "--script", "smb-os-discovery", "--script-args", f"smbport={smb1}"]
     done: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def nmap(name: str, argv: list[str]) -> None:
@@ -116,7 +120,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     trace: list[str] = []
     db = servprobe.load_db()
     targets = [ServiceTarget(HOST, p, "tcp") for p in
-               [*tcp, d["nginx"].ports["nginx-https"], d["stunnel"].ports["stunnel-redis"]]]
+               [*tcp, d["nginx"].ports["nginx-https"], d["stunnel"].ports["stunnel-redis"], smb1]]
     targets += [ServiceTarget(HOST, p, "udp") for p in udp]
     ours = _our_scan(db, targets, trace)
     ours.update(_our_scan(bundled, [ServiceTarget(HOST, d[n].port, "tcp") for n in ("mosquitto", "git")], trace))
@@ -125,7 +129,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     nm: dict[tuple[str, int], Any] = {}
     for name, proc in done.items():
         assert proc.returncode == 0, f"nmap {name} failed: {proc.stderr}"
-        nm.update(_nmap_ports(tmp / f"{name}.xml"))
+        nm.update({(name, *k) if name == "smb1" else k: v for k, v in _nmap_ports(tmp / f"{name}.xml").items()})
     return {"ours": ours, "nmap": nm, "trace": trace}
 
 
@@ -244,6 +248,16 @@ def test_smb2_and_ntlm(post_set: dict[str, Daemon], scans: dict[str, Any]) -> No
     ntlm = _script(r, "smb-ntlm-info").elements
     assert ntlm["NetBIOS_Computer_Name"] == d.extra["name"] == r.hostname
     assert ntlm["Target_Name"] == d.extra["name"]  # standalone server: its own name is the domain
+
+
+def test_smb1_states_samba_version(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["smbd1"]
+    r = scans["ours"][("tcp", d.port)]
+    assert r.product == "Samba smbd" and r.version.startswith(upstream_version(d.version).split("+")[0] + "-")
+    el = _script(r, "smb-os-discovery").elements
+    assert el["NativeLanMan"] == f"Samba {r.version}" and el["Domain name"] == d.extra["workgroup"]
+    # deliberate difference: nmap 7.93's smb-os-discovery fails on this smbd (script error)
+    assert "ERROR" in scans["nmap"][("smb1", "host", "smb-os-discovery")]["output"]
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

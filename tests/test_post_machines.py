@@ -268,6 +268,30 @@ def test_smb2_negotiate_and_challenge() -> None:
     assert f is None
 
 
+def _smb1_answer(command: int, words: bytes, data: bytes, status: int = 0) -> bytes:
+    head = b"\xffSMB" + struct.pack("<BIBHH8sHHHHH", command, status, 0x88, 0x4001, 0, b"", 0, 0, 0, 0, 1)
+    smb1 = head + bytes([len(words) // 2]) + words + struct.pack("<H", len(data)) + data
+    return struct.pack(">I", len(smb1)) + smb1
+
+
+def test_smb1_native_lanman() -> None:
+    """MS-CIFS 2.2.4.52.2 / 2.2.4.53.2: NEGOTIATE (17 words), SESSION_SETUP_ANDX (3 words)."""
+    m = smb.Smb1Machine(_result("netbios-ssn", product="Samba smbd", version="3.X - 4.X"))
+    (req,) = m.start(0.0)
+    assert req[4:9] == b"\xffSMBr" and req.endswith(b"\x02NT LM 0.12\x00")
+    (setup,) = m.feed(_smb1_answer(0x72, b"\x00" * 34, b""), 0.0)
+    assert setup[4:9] == b"\xffSMBs"
+    m.feed(_smb1_answer(0x73, b"\xff\x00\x00\x00\x00\x00", b"Windows 6.1\x00Samba 4.17.12-Debian\x00WG\x00"), 0.0)
+    f = m.finish()
+    assert f.fields == {"product": "Samba smbd", "version": "4.17.12-Debian"}
+    assert f.script.elements["OS"] == "Windows 6.1 (Samba 4.17.12-Debian)"
+    # SMB1 disabled: the server answers in SMB2, or with an error status
+    _, f = _run(smb.Smb1Machine, b"\x00\x00\x00\x44\xfeSMB" + b"\x00" * 64)
+    assert f is None
+    _, f = _run(smb.Smb1Machine, _smb1_answer(0x72, b"", b"", status=0xC0000002))
+    assert f is None
+
+
 # ------------------------------------------------------------------ HTTP, Redis, memcached
 
 

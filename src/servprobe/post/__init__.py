@@ -37,6 +37,7 @@ REGISTRY: tuple[PostProcessor, ...] = (
     ldap.POST,
     git.POST,
     smb.POST,
+    smb.POST_SMB1,  # after SMB2: a version SMB1 states replaces the dropped guess
     fpstrings.POST_TCP,
     fpstrings.POST_UDP,
 )

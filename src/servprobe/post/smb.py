@@ -179,3 +179,90 @@ POST = PostProcessor(
     SmbMachine,
     "SMB2 NEGOTIATE (dialect, signing, time) and the NTLMSSP challenge's names and OS build",
 )
+
+
+# ------------------------------------------------------------------- SMB1, where still enabled
+
+
+def _smb1(command: int, words: bytes, data: bytes, mid: int) -> bytes:
+    # flags: case-insensitive paths, canonical names; flags2: long names, NT status codes (no
+    # extended security and no Unicode, so the answer's strings are plain OEM text)
+    head = b"\xffSMB" + struct.pack("<BIBHH8sHHHHH", command, 0, 0x18, 0x4001, 0, b"", 0, 0, 0xFEFF, 0, mid)
+    smb = head + bytes([len(words) // 2]) + words + struct.pack("<H", len(data)) + data
+    return struct.pack(">I", len(smb)) + smb
+
+
+def smb1_negotiate() -> bytes:
+    return _smb1(0x72, b"", b"\x02NT LM 0.12\x00", 1)
+
+
+def smb1_session_setup() -> bytes:
+    words = struct.pack("<BBHHHHIHHII", 0xFF, 0, 0, 16644, 1, 0, 0, 1, 0, 0, 0x0000D4)
+    data = b"\x00" + b"\x00" + b"\x00" + b"Unix\x00" + b"servprobe\x00"
+    return _smb1(0x73, words, data, 2)
+
+
+class Smb1Machine(Buffered):
+    """SMB1 NEGOTIATE (NT LM 0.12) then an anonymous SESSION_SETUP_ANDX: NativeOS and
+    NativeLanMan, where Samba states its real version ("Samba 4.17.12-Debian")."""
+
+    def __init__(self, result: ServiceResult) -> None:
+        super().__init__(result)
+        self.native: list[str] = []
+
+    def start(self, now: float) -> list[bytes]:
+        return [smb1_negotiate()]
+
+    def parse(self, now: float) -> list[bytes]:
+        out: list[bytes] = []
+        while not self.done and len(self.buf) >= 4:
+            size = struct.unpack(">I", self.buf[:4])[0] & 0xFFFFFF
+            if self.buf[0] != 0 or size < 35:
+                self.done = True
+                break
+            if len(self.buf) < 4 + size:
+                break
+            smb, self.buf = self.buf[4 : 4 + size], self.buf[4 + size :]
+            if not smb.startswith(b"\xffSMB"):  # an SMB2 answer: SMB1 is disabled
+                self.done = True
+                break
+            command, status = smb[4], struct.unpack_from("<I", smb, 5)[0]
+            if command == 0x72:
+                if status or smb[32] != 17:
+                    self.done = True
+                else:
+                    out.append(smb1_session_setup())
+            elif command == 0x73:
+                self.done = True
+                words = smb[32]
+                at = 33 + 2 * words
+                if words == 3 and len(smb) >= at + 2:
+                    count = struct.unpack_from("<H", smb, at)[0]
+                    strings = smb[at + 2 : at + 2 + count].split(b"\x00")
+                    self.native = [text(s, 128) for s in strings[:3]]
+        return out
+
+    def finish(self) -> Finding | None:
+        if len(self.native) < 2 or not any(self.native[:2]):
+            return None
+        native_os, lanman = self.native[0], self.native[1]
+        elements = {"OS": f"{native_os} ({lanman})" if lanman else native_os, "NativeOS": native_os,
+                    "NativeLanMan": lanman}
+        if len(self.native) > 2 and self.native[2]:
+            elements["Domain name"] = self.native[2]
+        f = Finding(ScriptResult("smb-os-discovery", format_output(elements), elements))
+        if lanman.startswith("Samba "):
+            version = lanman[6:].split()[0]
+            f.fields = {"product": "Samba smbd", "version": version}
+            upstream = version.split("-")[0]
+            f.cpes = [f"cpe:/a:samba:samba:{upstream}"]
+        return f
+
+
+POST_SMB1 = PostProcessor(
+    "smb-os-discovery",
+    Trigger(services=frozenset({"microsoft-ds", "netbios-ssn", "smb"}), ports=frozenset({445, 139}),
+            tunnel="plain"),
+    Smb1Machine,
+    "SMB1 NativeOS/NativeLanMan where SMB1 is enabled (Samba's real version)",
+)
