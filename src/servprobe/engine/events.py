@@ -63,6 +63,7 @@ class Connect:
     tls_level: int | None = None  # None: plain; else a TLS context level (net.tls)
     timeout: float = 5.0  # for the TCP (or UDP) connect
     tls_timeout: float = 3.0  # for the TLS handshake after it, counted separately
+    source_port: int | None = None  # the probe's `source=N`: bind the local end to port N
 
 
 @dataclass(frozen=True, slots=True)

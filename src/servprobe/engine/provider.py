@@ -274,7 +274,7 @@ class DirectProvider:
             self._attempts[retry.conn] = retry
             if att.kind == "null":
                 self._null_att = retry
-            self.w.act(self._connect_action(retry.conn, level + 1))
+            self.w.act(self._connect_action(retry.conn, level + 1, att.probe.source_port))
             return
         self._end(att, Outcome(None, b"", "tlsfail"), now, closed=True)
 
@@ -294,7 +294,8 @@ class DirectProvider:
             self._close(att)
         else:
             self._fresh[att.step] = out
-            if self._keeps_udp_socket() and not closed and att.connected_at is not None:
+            if (self._keeps_udp_socket() and not closed and att.connected_at is not None
+                    and att.probe.source_port is None):  # a socket bound for one probe only
                 self._udp_keep = (att.conn, att.connected_at)  # the next probe reuses it
             else:
                 self._close(att)
@@ -326,13 +327,13 @@ class DirectProvider:
         self._next_conn += 1
         return conn
 
-    def _connect_action(self, conn: int, level: int | None) -> Connect:
+    def _connect_action(self, conn: int, level: int | None, source_port: int | None = None) -> Connect:
         tls = TLS_HANDSHAKE_TIMEOUT if level is not None else 0.0
-        return Connect(conn, self.proto, level, self.opts.connect_timeout, tls)
+        return Connect(conn, self.proto, level, self.opts.connect_timeout, tls, source_port)
 
     def _connect(self, k: int, probe: Probe, kind: Kind, now: float) -> Attempt:
         reuse = self._udp_keep
-        if reuse is not None and kind == "fresh":
+        if reuse is not None and kind == "fresh" and probe.source_port is None:
             # sequential UDP: every probe goes out on the same socket, as nmap sends them
             self._udp_keep = None
             att = Attempt(reuse[0], k, probe, kind, None)
@@ -345,7 +346,7 @@ class DirectProvider:
             level = self.tls_ok_level if self.tls_ok_level is not None else 0
         att = Attempt(self._new_conn(), k, probe, kind, level)
         self._attempts[att.conn] = att
-        self.w.act(self._connect_action(att.conn, level))
+        self.w.act(self._connect_action(att.conn, level, probe.source_port))
         return att
 
     def _start_cheat(self, k: int, probe: Probe, now: float) -> None:

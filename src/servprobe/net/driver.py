@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import socket
 import time
 from collections import deque
@@ -275,15 +276,33 @@ class _Runner:
         proto: Any
         try:
             async with asyncio.timeout(a.timeout) as budget:
+                family = socket.AF_INET6 if ":" in t.address else socket.AF_INET
+                local = source_address(a.source_port, family)
                 if a.proto == "udp":
                     proto = UdpProtocol(conn, self.feed)
-                    family = socket.AF_INET6 if ":" in t.address else socket.AF_INET
-                    await loop.create_datagram_endpoint(
-                        lambda: proto, remote_addr=(t.address, t.port), family=family
-                    )
+                    try:
+                        await loop.create_datagram_endpoint(
+                            lambda: proto, remote_addr=(t.address, t.port), family=family,
+                            local_addr=local, reuse_port=True if local is not None else None,
+                        )
+                    except OSError as exc:
+                        if local is None:
+                            raise
+                        _note_once(f"cannot send from source port {a.source_port} ({exc.strerror or exc}); "
+                                   "sending from an ephemeral port")
+                        await loop.create_datagram_endpoint(
+                            lambda: proto, remote_addr=(t.address, t.port), family=family
+                        )
                 else:
                     proto = TcpProtocol(conn, self.feed)
-                    tr, _ = await loop.create_connection(lambda: proto, t.address, t.port)
+                    try:
+                        tr, _ = await loop.create_connection(lambda: proto, t.address, t.port, local_addr=local)
+                    except OSError as exc:
+                        if local is None:
+                            raise
+                        _note_once(f"cannot connect from source port {a.source_port} ({exc.strerror or exc}); "
+                                   "connecting from an ephemeral port")
+                        tr, _ = await loop.create_connection(lambda: proto, t.address, t.port)
                     if a.tls_level is not None:
                         budget.reschedule(loop.time() + (a.tls_timeout or a.timeout) + 1.0)
                         from servprobe.net.tls import client_context, sni_name
@@ -332,6 +351,35 @@ async def _aiter(targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget]
     else:
         for t in targets:  # type: ignore[union-attr]
             yield t
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    """A note for the user on stderr, once per process (e.g. a source port we cannot use)."""
+    if text in _NOTED:
+        return
+    _NOTED.add(text)
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        print(f"servprobe: note: {text}", file=sys.stderr, flush=True)
+
+
+def source_address(port: int | None, family: int, euid: int | None = None) -> tuple[str, int] | None:
+    """Where to bind a probe's socket for its `source=N` option, or None (any port).
+
+    Binding below 1024 needs root (CAP_NET_BIND_SERVICE): without it, say so once and let
+    the kernel pick an ephemeral port (the probe still goes out; a peer that answers only
+    to port N stays silent)."""
+    if port is None:
+        return None
+    if port < 1024 and (os.geteuid() if euid is None else euid) != 0:
+        _note_once(f"probes with source={port} need root to bind a port below 1024; "
+                   "sending them from an ephemeral port")
+        return None
+    return ("::" if family == socket.AF_INET6 else "0.0.0.0", port)
 
 
 class _TimedDB:

@@ -79,6 +79,7 @@ class Probe:
     tcpwrappedms: int | None = None
     matches: list[MatchLine] = field(default_factory=list)
     no_payload: bool = False  # `no-payload` after the probe string: never a UDP scan payload
+    source_port: int | None = None  # `source=N` after the probe string: send from local port N
 
     @property
     def is_null(self) -> bool:

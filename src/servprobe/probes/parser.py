@@ -3,10 +3,14 @@
 Grammar (one directive a line; `#` comments and blank lines ignored):
 
     Exclude <ports>                      once, before the first Probe; T:/U: prefixes
-    Probe TCP|UDP <name> q<d>…<d> [no-payload]
+    Probe TCP|UDP <name> q<d>…<d> [no-payload] [source=<port>]
     match|softmatch <service> m<d>…<d>[is] [p<d>…<d>] [v…] [i…] [h…] [o…] [d…] [cpe:<d>…<d>[a]]…
     ports|sslports <ports>   rarity 1-9   fallback <name>[,<name>…]
     totalwaitms|tcpwrappedms 100-300000
+
+Lines are at most 8,192 characters (nmap ≥ 7.991; a longer line is an error). After the
+probe string, nmap's newer files may give `source=N`: send the probe from local port N
+(IKE peers answer only to port 500); `no-payload` keeps a UDP probe out of the port scan.
 
 Like nmap, a delimiter cannot be escaped: the field ends at the next delimiter character.
 Probe strings take C escapes (\\\\ \\0 \\a \\b \\f \\n \\r \\t \\v \\xHH); another escaped
@@ -92,6 +96,9 @@ class _LineError(Exception):
     def __init__(self, message: str, kind: str = "syntax") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+MAX_LINE = 8192  # characters per line, as nmap ≥ 7.991 reads its file
 
 
 def unescape_probe_string(text: bytes) -> bytes:
@@ -197,6 +204,11 @@ class _Parser:
         for lineno, raw in enumerate(data.split(b"\n"), 1):
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
+            if len(raw) > MAX_LINE:  # nmap ≥ 7.991 refuses such a file
+                self.errors.append(ParseError(
+                    self.path, lineno,
+                    f"line is {len(raw)} characters long; at most {MAX_LINE} are allowed", "syntax"))
+                continue
             text = raw.decode("latin-1")
             stripped = text.strip(" \t")
             if not stripped or stripped.startswith("#"):
@@ -269,10 +281,20 @@ class _Parser:
             raise _LineError(f"Probe string: {exc}") from None
         extra = rest[pos:].split()
         no_payload = False
-        if extra == ["no-payload"]:
-            no_payload = True
-        elif extra:  # nmap ignores it
-            self.warn(f"Probe: text after the probe string ignored: {' '.join(extra)!r}")
+        source_port: int | None = None
+        ignored = []
+        for word in extra:
+            if word == "no-payload":
+                no_payload = True
+            elif word.startswith("source="):
+                value = word[len("source="):]
+                if not value.isdigit() or not 1 <= int(value) <= 65535:
+                    raise _LineError(f"Probe: source= needs a port number 1-65535, not {value!r}")
+                source_port = int(value)
+            else:
+                ignored.append(word)
+        if ignored:  # nmap ignores it
+            self.warn(f"Probe: text after the probe string ignored: {' '.join(ignored)!r}")
         proto = "tcp" if proto_s == "TCP" else "udp"
         key = (proto, name)
         if key in self.by_key:  # nmap matches with the first one; its lines are checked, not used
@@ -282,6 +304,7 @@ class _Parser:
         probe = Probe(proto=proto, name=name, payload=payload, source=SourceRef(self.path, lineno))
         if no_payload:
             probe.no_payload = True
+        probe.source_port = source_port
         self.by_key[key] = probe
         self.probes.append(probe)
         self.cur.probe = probe
