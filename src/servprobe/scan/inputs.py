@@ -12,10 +12,13 @@ Formats (names for `--input-format`):
   zmap          CSV with a header naming `saddr` and `sport` (`zmap -O csv -f saddr,sport`)
   nmap-xml      nmap's or servprobe's `-oX`: the open ports of each host of an earlier scan
 
-Everything is streamed: a line is parsed when the scan needs the next host, so `-iL -`
-works behind a pipe and a huge file never sits in memory. Entries are merged per host within
-a window of recent hosts (masscan writes ports in random order); a host already handed to the
-scanner that shows up again later is scanned again on its later ports.
+Lines are read one at a time, never the whole input. A file is merged per host over all of
+it (masscan writes ports in random order, -oX one <host> per port): each host is scanned
+once, on every port listed for it; memory grows with the number of distinct hosts (about
+450 bytes each: 43 MB for 100,000 hosts), not with the file's size. `-iL -` is scanned while the pipe
+is still open: hosts are merged within a window of STREAM_WINDOW hosts and handed to the scan
+whenever the input pauses for IDLE_FLUSH seconds; a host that shows up again after that is
+scanned again, on its later ports.
 
 A line that does not fit the detected format raises InputError naming FILE:LINE and the
 text; with `skip_bad` a warning is printed instead and the line is left out.
@@ -23,6 +26,7 @@ text; with `skip_bad` a warning is printed instead and the line is left out.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import json
@@ -32,6 +36,7 @@ import socket
 import sys
 import threading
 import xml.etree.ElementTree as ET
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -47,7 +52,7 @@ FORMATS = (
 )
 PER_PORT = frozenset(FORMATS) - {"targets"}
 OPEN_STATES = frozenset({"open", "open|filtered"})
-MERGE_WINDOW = 1024  # hosts kept open for merging before the oldest goes to the scanner
+STREAM_WINDOW = 65536  # hosts of a stream (stdin) kept open for merging (~20 MB at most)
 
 PortMap = tuple[tuple[str, tuple[int, ...]], ...]  # (("tcp", (22, 80)), ("udp", (53,)))
 
@@ -366,7 +371,15 @@ def _port(text: str) -> int:
     return int(text)
 
 
+@functools.lru_cache(maxsize=4096)  # tools repeat a host on every port line
 def _address(text: str) -> str:
+    """The canonical form of an IP address; _Bad if it is none."""
+    try:
+        # fast path: an IPv4 address already written canonically (what the tools write)
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return text
+    except (OSError, ValueError):
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -541,35 +554,41 @@ def open_input(
     return fmt, chained()
 
 
-def merge_hosts(entries: Iterable[Entry], window: int = MERGE_WINDOW) -> Iterator[tuple[str, str | None, PortMap]]:
-    """(host, hostname, ports) per host, merging entries while the host is among the
-    `window` most recently seen; bounded memory whatever the input size."""
-    pending: OrderedDict[str, tuple[str | None, dict[str, set[int]]]] = OrderedDict()
+def merge_hosts(
+    entries: Iterable[Entry], window: int | None = None
+) -> Iterator[tuple[str, str | None, PortMap]]:
+    """(host, hostname, ports) per host, in order of first appearance.
 
-    def emit(host: str, name: str | None, ports: dict[str, set[int]]) -> tuple[str, str | None, PortMap]:
-        return host, name, tuple((p, tuple(sorted(ports[p]))) for p in ("tcp", "udp") if ports.get(p))
+    `window=None` (a file) merges over the whole input: hosts go out at its end, memory
+    grows with the number of distinct hosts (a name and 2 bytes a port), not with lines.
+    A `window` (a stream) keeps at most that many hosts open; the oldest goes out when a new
+    one would exceed it, and all go out when the input pauses (IDLE).
+    """
+    # host -> [hostname, tcp ports, udp ports]; arrays of 2-byte ports, deduplicated at the end
+    pending: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def emit(host: str, slot: list[Any]) -> tuple[str, str | None, PortMap]:
+        ports = tuple((proto, tuple(sorted(set(arr)))) for proto, arr in zip(("tcp", "udp"), slot[1:], strict=True) if arr)
+        return host, slot[0], ports
 
     for e in entries:
         if e is IDLE:
             # the input paused: what is pending goes to the scan now (a host that shows up
             # again later is scanned again on its later ports)
             while pending:
-                host, (name, ports) = pending.popitem(last=False)
-                yield emit(host, name, ports)
+                yield emit(*pending.popitem(last=False))
             yield IDLE  # type: ignore[misc]
             continue
         slot = pending.get(e.host)
         if slot is None:
-            slot = pending[e.host] = (e.hostname, {})
-            if len(pending) > window:
-                host, (name, ports) = pending.popitem(last=False)
-                yield emit(host, name, ports)
+            slot = pending[e.host] = [e.hostname, array("H"), array("H")]
+            if window is not None and len(pending) > window:
+                yield emit(*pending.popitem(last=False))
         elif slot[0] is None and e.hostname:
-            pending[e.host] = slot = (e.hostname, slot[1])
-        slot[1].setdefault(e.proto, set()).add(e.port)
+            slot[0] = e.hostname
+        slot[1 if e.proto == "tcp" else 2].append(e.port)
     while pending:
-        host, (name, ports) = pending.popitem(last=False)
-        yield emit(host, name, ports)
+        yield emit(*pending.popitem(last=False))
 
 
 def intersect(ports: PortMap, allowed: dict[str, list[int]] | None) -> PortMap:
@@ -610,6 +629,9 @@ class PortListTargets:
         self.resolver = resolver
         self.warn = warn or _warn_stderr
         self._counted = counted  # (hosts, ports) from a syntax pass over a file
+        # a file is merged whole (a host is scanned once, on all its listed ports); a stream
+        # within a window, and whenever it pauses
+        self.window = STREAM_WINDOW if source.path == "-" else None
 
     @property
     def exclusions(self):  # type: ignore[no-untyped-def]
@@ -663,7 +685,7 @@ class PortListTargets:
 
     def _listed(self) -> Iterator[HostTarget | _Idle]:
         excl = self.base.exclusions
-        for item in merge_hosts(self.source):
+        for item in merge_hosts(self.source, self.window):
             if item is IDLE:
                 yield IDLE
                 continue
