@@ -431,3 +431,14 @@ def test_udp_ports_from_hostport_and_masscan(probes: Path, tmp_path: Path) -> No
             assert (found[("127.0.0.1", "udp", port)]["product"], found[("127.0.0.1", "udp", port)]["version"]) == ("HelloServer", "2.1")
     finally:
         sock.close()
+
+
+def test_a_file_is_merged_per_host_over_its_whole_length(tmp_path: Path) -> None:
+    """masscan's random order over many hosts: every host comes out once, with all its ports."""
+    import random
+
+    entries = [(f"127.1.{h // 250}.{h % 250}", "tcp", p) for h in range(3000) for p in (22, 80, 443)]
+    random.Random(1).shuffle(entries)
+    detected, merged = parse(masscan_list(entries), tmp_path)
+    assert detected == "masscan-oL" and len(merged) == 3000
+    assert {ports for _, _, ports in merged} == {(("tcp", (22, 80, 443)),)}
