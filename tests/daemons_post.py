@@ -9,6 +9,7 @@ started here.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ from daemons import (
     Daemon,
     DaemonError,
     Endpoint,
+    _as_user,
     _require,
     _running,
     _wait_tcp,
@@ -178,6 +180,44 @@ def smbd(smb1: bool = False) -> Iterator[Daemon]:
                          extra={"workgroup": SMB_WORKGROUP, "name": SMB_NAME})
 
 
+XMPP_DOMAIN = "localhost"
+
+
+@contextlib.contextmanager
+def prosody() -> Iterator[Daemon]:
+    """Prosody in the foreground: client-to-server only, on a free port, its own data dir."""
+    binary = _require("/usr/bin/prosody", "prosody")
+    version = dpkg_version("prosody")
+    with _workdir("prosody", owner="prosody") as d:
+        port = free_port()
+        (d / "data").mkdir()
+        os.chown(d / "data", *_ids("prosody"))
+        conf = d / "prosody.cfg.lua"
+        conf.write_text(
+            f'pidfile = "{d}/prosody.pid"\ndata_path = "{d}/data"\n'
+            f"c2s_ports = {{ {port} }}\nc2s_interfaces = {{ \"{HOST}\" }}\n"
+            "s2s_ports = { }\nhttp_ports = { }\nhttps_ports = { }\ncomponent_ports = { }\n"
+            'log = { { levels = { min = "info" }, to = "console" } }\n'
+            'modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "version" }\n'
+            'modules_disabled = { "s2s"; "posix" }\nc2s_require_encryption = false\n'
+            f'authentication = "internal_hashed"\nVirtualHost "{XMPP_DOMAIN}"\n'
+        )
+        log = d / "prosody.log"
+        argv = [binary, "--config", str(conf), "-F"]
+        with _running(argv, log, preexec=_as_user("prosody"), cwd=d,
+                      env={"PATH": "/usr/bin:/bin", "HOME": str(d)}) as proc:
+            _wait_tcp(port, proc, "prosody", log)
+            yield Daemon("prosody", "prosody", version, [Endpoint("prosody", port)], d, log, proc.pid,
+                         extra={"domain": XMPP_DOMAIN})
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -229,7 +269,8 @@ if __name__ == "__main__":
     with contextlib.ExitStack() as stack:
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
-                                      "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd}[name]())
+                                      "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
+                                      "prosody": prosody}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -44,6 +44,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "git": stack.enter_context(daemons_post.git_daemon()),
             "smbd": stack.enter_context(daemons_post.smbd()),
             "smbd1": stack.enter_context(daemons_post.smbd(smb1=True)),
+            "prosody": stack.enter_context(daemons_post.prosody()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -89,7 +90,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     d = post_set
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
-           d["slapd"].port, d["smbd"].port]
+           d["slapd"].port, d["smbd"].port, d["prosody"].port]
     udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"]]
     bundled = servprobe.load_db("bundled")
     runs = {
@@ -258,6 +259,18 @@ def test_smb1_states_samba_version(post_set: dict[str, Daemon], scans: dict[str,
     assert el["NativeLanMan"] == f"Samba {r.version}" and el["Domain name"] == d.extra["workgroup"]
     # deliberate difference: nmap 7.93's smb-os-discovery fails on this smbd (script error)
     assert "ERROR" in scans["nmap"][("smb1", "host", "smb-os-discovery")]["output"]
+
+
+def test_xmpp_named_before_login(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["prosody"]
+    r, n = _pair(scans, "tcp", d.port)
+    # deliberate difference: nmap 7.93 knows no line for Prosody's answers, and its xmpp-info
+    # only runs on 5222 or a service already named xmpp: nmap says unknown
+    assert n["service"].get("name") in (None, "unknown") and "product" not in n["service"]
+    assert (r.service, r.product, r.method) == ("xmpp", "Prosody XMPP server", "probed")
+    el = _script(r, "xmpp-info").elements
+    # the scan addressed 127.0.0.1, which Prosody does not serve (its VirtualHost is localhost)
+    assert el["version"] == "1.0" and el["error"] == "host-unknown"
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servprobe import post
-from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, smb, snmp
+from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, smb, snmp, xmpp
 from servprobe.post.base import MAX_BUFFER, apply
 from servprobe.result import ServiceResult
 
@@ -290,6 +290,42 @@ def test_smb1_native_lanman() -> None:
     assert f is None
     _, f = _run(smb.Smb1Machine, _smb1_answer(0x72, b"", b"", status=0xC0000002))
     assert f is None
+
+
+# ------------------------------------------------------------------ XMPP (RFC 6120 §4.3, §6.4.1; XEP-0115)
+
+STREAM = (b"<?xml version='1.0'?><stream:stream from='example.org' id='abc' version='1.0' xml:lang='en' "
+          b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+
+
+def test_xmpp_features_and_caps() -> None:
+    feats = (b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+             b"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism>"
+             b"<mechanism>PLAIN</mechanism></mechanisms><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+             b"node='http://www.process-one.net/en/ejabberd/' ver='x'/></stream:features>")
+    m = xmpp.XmppMachine(_result(None))
+    m.start(0.0)
+    m.feed(STREAM, 0.0)
+    assert not m.done
+    m.feed(feats, 0.0)
+    f = m.finish()
+    assert m.done and f.fields == {"product": "ejabberd"} and f.service == "xmpp"
+    assert f.script.elements["features"] == ["starttls (required)"]
+    assert f.script.elements["auth_mechanisms"] == ["SCRAM-SHA-1", "PLAIN"]
+    assert f.script.elements["from"] == "example.org" and f.script.elements["stream_id"] == "abc"
+
+
+def test_xmpp_error_text_names_prosody_only_without_to() -> None:
+    err = (b"<stream:error><improper-addressing xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+           b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>A &apos;to&apos; attribute is required on "
+           b"stream headers</text></stream:error></stream:stream>")
+    m, f = _run(xmpp.XmppNoTo, STREAM + err)
+    assert b" to=" not in m.start(0.0)[0] and f.fields == {"product": "Prosody XMPP server"}
+    _, f = _run(xmpp.XmppNoTo, STREAM + err.replace(b"A &apos;to", b"Some other"))
+    assert f is None
+    bomb = b"<!DOCTYPE x [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;&a;'>]>" + STREAM + b"&b;" * 1000
+    m, f = _run(xmpp.XmppMachine, bomb, eof=True)
+    assert f.script.elements["version"] == "1.0"  # read as text, nothing expanded
 
 
 # ------------------------------------------------------------------ HTTP, Redis, memcached

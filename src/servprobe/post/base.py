@@ -126,6 +126,24 @@ class PostProcessor:
     offline: bool = False  # needs no connection (reads the result only)
 
 
+def target_name(result: ServiceResult) -> str:
+    """The name the target was given by (for Host headers, XMPP `to`, SNI), else its address."""
+    return result.hostnames[0] if result.hostnames else result.address
+
+
+def responses(result: ServiceResult) -> list[bytes]:
+    """The responses kept in an unrecognized result's SF- fingerprint (empty without one)."""
+    if not result.fingerprint:
+        return []
+    from servprobe.probes.fpreader import FingerprintError, parse_fingerprint
+    from servprobe.report.base import unwrap_fingerprint
+
+    try:
+        return [r.data for r in parse_fingerprint(unwrap_fingerprint(result.fingerprint)).responses]
+    except FingerprintError:
+        return []
+
+
 def format_output(elements: dict[str, Any], indent: int = 1) -> str:
     """Structured elements as nmap prints a script's table: "\\n  key: value" lines.
 
@@ -163,9 +181,10 @@ def apply(result: ServiceResult, finding: Finding) -> None:
     for cpe in finding.cpes:
         if cpe not in result.cpes:
             result.cpes.append(cpe)
-    if finding.service and not result.service:
+    learnt_name = bool(finding.service and not result.service)
+    if learnt_name:
         result.service = finding.service
-    if finding.fields and result.method == "table" and result.service:
+    if (finding.fields or learnt_name) and result.method == "table" and result.service:
         # the service answered its own protocol: as sure as a probe match
         result.method = "probed"
         result.conf = 10

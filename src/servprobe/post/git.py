@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import re
 
-from servprobe.post.base import Buffered, Finding, PostProcessor, Trigger, format_output, text
+from servprobe.post.base import (
+    Buffered,
+    Finding,
+    PostProcessor,
+    Trigger,
+    format_output,
+    target_name,
+    text,
+)
 from servprobe.result import ScriptResult, ServiceResult
 
 _AGENT = re.compile(rb"(?:^|[\s\x00])agent=(\S+)")
@@ -35,7 +43,7 @@ class GitMachine(Buffered):
         self.capabilities: list[str] = []
 
     def start(self, now: float) -> list[bytes]:
-        return [request(self.result.hostname or self.result.address)]
+        return [request(target_name(self.result))]
 
     def parse(self, now: float) -> list[bytes]:
         while not self.done and len(self.buf) >= 4:

@@ -14,7 +14,15 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from servprobe.post.base import Buffered, Finding, PostProcessor, Trigger, text
+from servprobe.post.base import (
+    Buffered,
+    Finding,
+    PostProcessor,
+    Trigger,
+    responses,
+    target_name,
+    text,
+)
 from servprobe.result import ScriptResult, ServiceResult
 
 MAX_HEAD = 16384
@@ -37,7 +45,7 @@ class HttpMachine(Buffered):
         self.headers: dict[str, str] = {}
 
     def start(self, now: float) -> list[bytes]:
-        host = self.result.hostname or self.result.address
+        host = target_name(self.result)
         if ":" in host:
             host = f"[{host}]"
         return [f"GET / HTTP/1.0\r\nHost: {host}:{self.result.port}\r\n\r\n".encode()]
@@ -98,7 +106,7 @@ class HttpMachine(Buffered):
 
 
 def _web(r: ServiceResult) -> bool:
-    return r.service is None and r.fingerprint is not None and r.fingerprint.find("HTTP/1") >= 0
+    return r.service is None and any(_STATUS.match(data) for data in responses(r))
 
 
 POST = PostProcessor(

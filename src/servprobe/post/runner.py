@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from servprobe.engine.state import describe
-from servprobe.post.base import MAX_BUFFER, Finding, Machine, PostProcessor, apply
+from servprobe.post.base import MAX_BUFFER, Finding, Machine, PostProcessor, apply, target_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -160,7 +160,7 @@ async def _exchange(result: ServiceResult, m: Machine, log: Callable[[str], None
             if tls:
                 from servprobe.net.tls import client_context, sni_name
 
-                new = await loop.start_tls(tr, pipe, client_context(1), server_hostname=sni_name(result.hostname))
+                new = await loop.start_tls(tr, pipe, client_context(1), server_hostname=sni_name(target_name(result)))
                 if new is None:
                     raise EOFError("connection closed during the TLS handshake")
                 tr = new
