@@ -130,6 +130,21 @@ def _scan_stores_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             os.environ["SERVPROBE_STORE_DIR"] = old
 
 
+def _fail_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    report.outcome = "failed"
+    report.longrepr = (f"skipped, which fails the run (tests/README.md: make the prerequisite "
+                       f"installable by `make test`): {report.longrepr}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):  # type: ignore[no-untyped-def]
+    """The same for a whole module skipped at import (pytest.importorskip at module level)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not skip_allowed(str(report.longrepr)):
+        _fail_skip(report)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     """A skip fails the run, with CI set or not: `make test` installs every prerequisite, so
@@ -138,6 +153,4 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
     if report.skipped and not hasattr(report, "wasxfail") and not skip_allowed(str(report.longrepr)):
-        report.outcome = "failed"
-        report.longrepr = (f"skipped, which fails the run (tests/README.md: make the prerequisite "
-                           f"installable by `make test`): {report.longrepr}")
+        _fail_skip(report)

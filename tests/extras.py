@@ -58,4 +58,7 @@ def require(module: str, extra: str, dist: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        pytest.skip(f"optional extra '{extra}' ({dist}) not installed: {e}")
+        # allow_module_level: also usable at the top of a test module (conftest fails a
+        # module skipped for any other reason as well)
+        pytest.skip(f"optional extra '{extra}' ({dist}) not installed: {e}",
+                    allow_module_level=True)
