@@ -51,6 +51,7 @@ HOSTILE = [
     '"><img src=x onerror="window.pwned=2">',
     "</td></tr></table><svg onload=window.pwned=3><iframe src=//example.invalid>",
     'a,b "quoted" ;x',
+    '=HYPERLINK("//example.invalid","x")',  # a spreadsheet formula
 ]
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 UNKNOWN_BANNER = b"<script>window.pwned=4</script>\x1b[31m unknown\r\n"  # no match: fingerprint
@@ -101,7 +102,8 @@ def test_csv_rfc4180_read_back(scanned: dict[str, Path], servers: dict[str, List
         r = by_port[servers[f"evil{i}"].port]
         assert (r["host"], r["proto"], r["state"], r["product"], r["version"]) == (
             "127.0.0.1", "tcp", "open", "EvilServer", "1.0")
-        assert r["extrainfo"] == text  # exactly what the listener sent
+        # exactly what the listener sent; a would-be formula defused with a leading quote
+        assert r["extrainfo"] == ("'" + text if text.startswith("=") else text)
     ssh = by_port[servers["ssh"].port]
     assert (ssh["product"], ssh["version"], ssh["cpe"]) == (
         "OpenSSH", "9.2p1 Debian 2", "cpe:/a:openbsd:openssh:9.2p1")
@@ -110,7 +112,8 @@ def test_csv_rfc4180_read_back(scanned: dict[str, Path], servers: dict[str, List
 
     frame = pandas.read_csv(scanned["csv"], dtype=str, keep_default_na=False)
     assert len(frame) == len(rows)
-    assert sorted(frame["extrainfo"][frame["product"] == "EvilServer"]) == sorted(HOSTILE)
+    assert sorted(frame["extrainfo"][frame["product"] == "EvilServer"]) == sorted(
+        "'" + t if t.startswith("=") else t for t in HOSTILE)
 
 
 # -- a tiny WebDriver client for Debian's chromedriver ----------------------------------------------

@@ -5,7 +5,9 @@ method, conf, cpe (several CPEs joined by a space), unfinished ("yes" when the s
 before the port's service scan ended). Rows are written when a host is complete (its names
 are known by then) and flushed, so an interrupted scan leaves every finished host on disk.
 Service text is written as is apart from control characters (shown as \\xHH): a cell can
-never break a row, and csv quoting keeps commas, quotes and newlines inert.
+never break a row, and csv quoting keeps commas, quotes and newlines inert. A service-supplied
+cell that a spreadsheet would take for a formula (starting with = + - @) gets a leading `'`
+(OWASP's CSV-injection rule): a banner must not run a formula in the reader's spreadsheet.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ COLUMNS = (
 )
 
 
+_FORMULA_START = ("=", "+", "-", "@")
+
+
 def row(r: ServiceResult, hostname: str = "") -> list[str]:
     """The CSV cells of one port."""
 
     def s(value: object) -> str:
-        return "" if value is None else safe_text(str(value))
+        if value is None:
+            return ""
+        text = safe_text(str(value))
+        return "'" + text if text.startswith(_FORMULA_START) else text
 
     return [
         r.address, s(hostname), r.proto, str(r.port), r.state, s(r.service), s(r.product),
