@@ -272,21 +272,6 @@ def netns() -> Iterator[Netns]:
         subprocess.run([IP, "netns", "delete", name], capture_output=True)
 
 
-def _free_port_both() -> int:
-    """A port free on TCP and UDP at once (statd serves the same number on both)."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind((HOST, 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port")
-
-
 def _tcp_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
         return True
@@ -334,8 +319,8 @@ class Statd:
 def statd(ns: Netns, registered: bool = True) -> Iterator[Statd]:
     """rpc.statd (no kernel NFS, --no-notify) on a free port of `ns`, its state in a temp dir."""
     _require(STATD)
-    with ns.entered():
-        port = _free_port_both()
+    with ns.entered():  # free on TCP and UDP (statd serves the same number on both)
+        port = daemons.free_port(udp_too=True)
     with tempfile.TemporaryDirectory(prefix="servprobe-statd-") as state:
         Path(state, "sm").mkdir()
         Path(state, "sm.bak").mkdir()
