@@ -44,6 +44,7 @@ import capture  # tests/data/examples/capture.py: send_tcp and the example forma
 import daemons
 import servprobe
 from servprobe.probes.examples import escape, line_ids
+from servprobe.probes.model import ProbeDB
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"
 
@@ -314,7 +315,7 @@ def package_version(spec: Spec, python: str, node_modules: Path) -> str:
                           check=True).stdout.strip()
 
 
-def probe_all(db: servprobe.ProbeDB, port: int, source: str, show: bool = False) -> list[dict]:
+def probe_all(db: ProbeDB, port: int, source: str, show: bool = False) -> list[dict]:
     """Every probe on a fresh connection; one example per #@id line that identified a reply."""
     by_line = {line: tag for tag, line in line_ids(db.path).items()}
     chosen: dict[str, dict] = {}
@@ -332,21 +333,12 @@ def probe_all(db: servprobe.ProbeDB, port: int, source: str, show: bool = False)
         if ident is None or ident.source is None or ident.source.line not in by_line:
             continue
         tag = by_line[ident.source.line]
-        if tag in chosen:
-            continue
-        got = ident.as_dict()
-        expect = {k: got[k] for k in ("service", "product", "version", "info", "hostname",
-                                      "ostype", "devicetype") if got[k] is not None}
-        if got["soft"]:
-            expect["soft"] = True
-        if got["cpes"]:
-            expect["cpes"] = got["cpes"]
-        chosen[tag] = {"id": tag, "probe": probe.name, "proto": "tcp",
-                       "response": escape(data[:4096]), "expect": expect, "source": source}
+        if tag not in chosen:
+            chosen[tag] = capture.to_example(ident, tag, probe.name, "tcp", data, source)
     return list(chosen.values())
 
 
-def extra_exchange(db: servprobe.ProbeDB, port: int, label: str, payload: bytes, source: str,
+def extra_exchange(db: ProbeDB, port: int, label: str, payload: bytes, source: str,
                    have: list[dict]) -> list[dict]:
     """Send `payload` after the greeting; keep the answer (without the greeting) as a
     response to probe `label` when it identifies a line not captured yet."""
@@ -360,14 +352,8 @@ def extra_exchange(db: servprobe.ProbeDB, port: int, label: str, payload: bytes,
     tag = by_line[ident.source.line]
     if any(e["id"] == tag for e in have):
         return []
-    got = ident.as_dict()
-    expect = {k: got[k] for k in ("service", "product", "version", "info", "hostname",
-                                  "ostype", "devicetype") if got[k] is not None}
-    if got["cpes"]:
-        expect["cpes"] = got["cpes"]
-    return [{"id": tag, "probe": label, "proto": "tcp", "response": escape(answer[:4096]),
-             "expect": expect,
-             "source": source.replace("), ", f"; the reply to {payload.strip().decode()}), ", 1)}]
+    how = source.replace("), ", f"; the reply to {payload.strip().decode()}), ", 1)
+    return [capture.to_example(ident, tag, label, "tcp", answer, how)]
 
 
 def capture_one(spec: Spec, python: str, node_modules: Path, out: Path, show: bool) -> str:

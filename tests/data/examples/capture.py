@@ -23,6 +23,7 @@ import time
 
 import servprobe
 from servprobe.probes.examples import escape, line_ids
+from servprobe.probes.model import Identification
 
 
 def _read(sock: socket.socket, wait: float, idle: float) -> bytes:
@@ -70,6 +71,20 @@ def send_udp(host: str, port: int, payload: bytes, wait: float) -> bytes:
             return b""
 
 
+def to_example(ident: Identification, tag: str, probe: str, proto: str,
+               data: bytes, source: str) -> dict:
+    """An example entry for `data` with the fields `ident` reports (to be reviewed)."""
+    got = ident.as_dict()
+    expect = {k: got[k] for k in ("service", "product", "version", "info", "hostname",
+                                  "ostype", "devicetype") if got[k] is not None}
+    if got["soft"]:
+        expect["soft"] = True
+    if got["cpes"]:
+        expect["cpes"] = got["cpes"]
+    return {"id": tag, "probe": probe, "proto": proto, "response": escape(data[:4096]),
+            "expect": expect, "source": source}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("host")
@@ -100,15 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         tag = by_line[ident.source.line]
         if tag in chosen:
             continue
-        got = ident.as_dict()
-        expect = {k: got[k] for k in ("service", "product", "version", "info", "hostname",
-                                      "ostype", "devicetype") if got[k] is not None}
-        if got["soft"]:
-            expect["soft"] = True
-        if got["cpes"]:
-            expect["cpes"] = got["cpes"]
-        chosen[tag] = {"id": tag, "probe": probe.name, "proto": proto,
-                       "response": escape(data[:4096]), "expect": expect, "source": args.source}
+        chosen[tag] = to_example(ident, tag, probe.name, proto, data, args.source)
     json.dump({"examples": list(chosen.values())}, sys.stdout, indent=1)
     print()
     return 0
