@@ -208,12 +208,12 @@ def test_each_tool_format_is_detected_and_merged_per_host(fmt: str, tmp_path: Pa
 
 
 def test_hostport_lines_v6_and_protocol(tmp_path: Path) -> None:
-    text = "# from naabu\n127.0.0.1:22\n[::1]:8080\nlocalhost:udp/53\n127.0.0.1:tcp/21\n\n"
+    text = "# from naabu\n127.0.0.1:22\n[::1]:8080\nlocalhost:udp/53\n127.0.0.1:tcp/21\n\n[::1]:161/udp\n"
     detected, merged = parse(text, tmp_path)
     assert detected == "hostport"
     assert merged == [
         ("127.0.0.1", None, (("tcp", (21, 22)),)),
-        ("::1", None, (("tcp", (8080,)),)),
+        ("::1", None, (("tcp", (8080,)), ("udp", (161,)))),
         ("localhost", None, (("udp", (53,)),)),
     ]
 

@@ -2,7 +2,7 @@
 
 Formats (names for `--input-format`):
   targets       nmap's target list (whitespace-separated specs, `#` comments) — scanned as usual
-  hostport      `host:port`, `[v6addr]:port`, `host:udp/53` one per line (naabu, RustScan, zgrab2)
+  hostport      `host:port`, `[v6addr]:port`, `host:udp/53` or `host:53/udp`, one a line (naabu, RustScan)
   masscan-oL    `open tcp 22 1.2.3.4 1700000000` (`#masscan` / `# end` comment lines)
   masscan-oJ    a JSON array, one `{"ip":…, "ports":[{"port":…,"proto":…,"status":…}]}` a line
   masscan-oD    NDJSON: `{"ip":…,"port":…,"proto":…,"rec_type":"status","data":{"status":…}}`
@@ -134,7 +134,7 @@ def _numbered(path: str, stdin: TextIO | None) -> Iterator[tuple[int, str]]:
 _MASSCAN_LIST = re.compile(r"^(open|closed|banner)\s+(tcp|udp|sctp)\s+\d+\s+\S+")
 _HOSTPORT = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[^\s:/\[\]#,]+))"
-    r":(?:(?P<proto>tcp|udp)/)?(?P<port>\d{1,5})$"
+    r":(?:(?P<proto>tcp|udp)/)?(?P<port>\d{1,5})(?:/(?P<proto2>tcp|udp))?$"
 )
 
 
@@ -404,7 +404,9 @@ def _hostport(s: str) -> list[Entry]:
         host = _address(m.group("v6"))
     else:
         host = m.group("host")
-    return [Entry(host, m.group("proto") or "tcp", _port(m.group("port")))]
+    if m.group("proto") and m.group("proto2"):
+        raise _Bad("the protocol is given twice")
+    return [Entry(host, m.group("proto") or m.group("proto2") or "tcp", _port(m.group("port")))]
 
 
 def _masscan_list(s: str) -> list[Entry]:
