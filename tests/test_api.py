@@ -156,3 +156,13 @@ def test_readme_python_examples_run_as_written() -> None:
     for code in examples:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, (code, res.stderr)
+
+
+def test_input_file_alone_scans_only_its_ports(listeners: tuple[Listener, Listener], probes: str, tmp_path: Path) -> None:
+    """No targets + input_file: the listed ports only (as `servprobe -iL FILE`), no localhost
+    top-1000 scan on the side."""
+    ssh, _ = listeners
+    f = tmp_path / "masscan.txt"
+    f.write_text(f"#masscan\nopen tcp {ssh.port} 127.0.0.1 1700000000\n# end\n")
+    got = [(r.port, r.product, r.reason) for r in servprobe.scan(input_file=str(f), db=probes)]
+    assert got == [(ssh.port, "OpenSSH", "user-set")]

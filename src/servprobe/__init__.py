@@ -33,7 +33,7 @@ def load_db(path: str | None = None, *, prefilter: bool | None = None) -> ProbeD
 from servprobe import scan  # noqa: E402
 
 
-def ascan(targets: str | Iterable[str] = "127.0.0.1", ports: str | None = None,
+def ascan(targets: str | Iterable[str] | None = None, ports: str | None = None,
           **options: Any) -> AsyncIterator[ServiceResult]:
     """Async form of `scan`, in the running event loop (`async for r in servprobe.ascan(...)`)."""
     from servprobe.api import ascan as _ascan

@@ -46,7 +46,7 @@ def scan_options() -> dict[str, Any]:
     return {k: v for k, v in vars(_defaults()).items() if k not in skip}
 
 
-def _namespace(targets: str | Iterable[str], options: dict[str, Any]) -> argparse.Namespace:
+def _namespace(targets: str | Iterable[str] | None, options: dict[str, Any]) -> argparse.Namespace:
     from servprobe.commands.scan import parse_time, parse_timing
 
     args = _defaults()
@@ -64,6 +64,9 @@ def _namespace(targets: str | Iterable[str], options: dict[str, Any]) -> argpars
         if key == "exclude" and isinstance(value, str):
             value = [value]
         setattr(args, key, value)
+    # like the command line: no targets means 127.0.0.1, unless input_file lists them
+    if targets is None:
+        targets = [] if args.input_file else (["::1"] if args.ipv6 else ["127.0.0.1"])
     args.targets = targets.split() if isinstance(targets, str) else list(targets)
     return args
 
@@ -141,7 +144,7 @@ def _runner(args: argparse.Namespace, emit: Any) -> Any:
     return ScanRunner(chosen.targets, config, Outputs([_Collector(emit)]), run, engine)
 
 
-async def ascan(targets: str | Iterable[str] = "127.0.0.1", ports: str | None = None,
+async def ascan(targets: str | Iterable[str] | None = None, ports: str | None = None,
                 **options: Any) -> AsyncIterator[ServiceResult]:
     """Scan in the running event loop; yields each port's final ServiceResult as it is known.
 
@@ -171,7 +174,7 @@ async def ascan(targets: str | Iterable[str] = "127.0.0.1", ports: str | None = 
                 await asyncio.shield(task)
 
 
-def scan(targets: str | Iterable[str] = "127.0.0.1", ports: str | None = None,
+def scan(targets: str | Iterable[str] | None = None, ports: str | None = None,
          **options: Any) -> Iterator[ServiceResult]:
     """Scan in a thread of its own; yields each port's final ServiceResult as it is known.
 
