@@ -90,6 +90,18 @@ def check_pattern(
     return None
 
 
+def line_literal(line: MatchLine) -> bytes:
+    """The bytes every match of the line starts with (lower-cased under "i"), computed on
+    first need and kept on the line."""
+    lit = line.literal
+    if lit is None:
+        lit = literal_prefix(line.pattern)
+        if "i" in line.flags:
+            lit = lit.lower()
+        line.literal = lit
+    return lit
+
+
 class _ProbeIndex:
     """A probe's lines bucketed by the first byte their anchored literal prefix requires:
     a response starting with byte B only needs the lines of bucket B plus those without a
@@ -102,10 +114,7 @@ class _ProbeIndex:
         self.generic: list[int] = []
         self.cache: dict[int, list[int]] = {}
         for i, line in enumerate(probe.matches):
-            lit = literal_prefix(line.pattern)
-            if "i" in line.flags:
-                lit = lit.lower()
-            line.literal = lit
+            lit = line_literal(line)
             if not lit:
                 self.generic.append(i)
                 continue
@@ -196,11 +205,11 @@ class Matcher:
         return idx
 
     def _candidates(self, probe: Probe, data: bytes) -> Sequence[int]:
-        idx = self._indexes.get(probe) or self._index(probe)  # sets .literal
         if self.prefilter is not None:
             cand: Sequence[int] | None = self.prefilter.candidates(probe, data)
             if cand is not None:
                 return cand
+        idx = self._indexes.get(probe) or self._index(probe)
         return idx.for_first_byte(data[0] if data else -1)
 
     def _scan(self, probe: Probe, data: bytes, timeout: float | None = None) -> tuple[MatchLine, Any] | None:
@@ -209,6 +218,8 @@ class Matcher:
         for i in self._candidates(probe, data):
             line = matches[i]
             lit = line.literal
+            if lit is None:
+                lit = line_literal(line)
             if lit:
                 n = len(lit)
                 got = head.get(n)

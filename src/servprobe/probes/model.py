@@ -58,8 +58,9 @@ class MatchLine:
     probe_name: str
     index: int  # position of this line within its probe
     compiled: Any = None  # set by probes.matcher (a `regex` pattern object)
-    # set by probes.matcher: bytes every match starts with (ASCII-lower-cased when flags has "i")
-    literal: bytes = b""
+    # set by probes.matcher on first need: bytes every match starts with (ASCII-lower-cased
+    # when flags has "i"); None until then
+    literal: bytes | None = None
     plan: Any = None  # set by probes.templates: the line's templates, ready to fill
 
 

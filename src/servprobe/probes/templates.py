@@ -55,18 +55,19 @@ class TemplateError(ValueError):
     """A substitution that cannot be done (nmap drops the field)."""
 
 
+# lower-case letters, whitespace as "_", other non-printable bytes as "."; then %-encoding
+_CPE_TABLE = bytes(
+    0x5F if b in _CPE_SPACE else (b + 32 if 0x41 <= b <= 0x5A else (b if 0x20 < b < 0x7F else 0x2E))
+    for b in range(256)
+)
+_CPE_RESERVED = re.compile(b"[" + re.escape(bytes(sorted(_CPE_ENCODE))) + b"]")
+
+
 def _cpe_transform(data: bytes) -> bytes:
-    out = bytearray()
-    for b in data.lower():
-        if b in _CPE_SPACE:
-            out.append(0x5F)
-        elif b in _CPE_ENCODE:
-            out += b"%%%02X" % b
-        elif 0x20 < b < 0x7F:
-            out.append(b)
-        else:
-            out.append(0x2E)  # nmap shows a non-printable byte as "."
-    return bytes(out)
+    out = data.translate(_CPE_TABLE)
+    if _CPE_RESERVED.search(out) is None:
+        return out
+    return _CPE_RESERVED.sub(lambda m: b"%%%02X" % m.group()[0], out)
 
 
 def _group(m: Any, n: int) -> bytes:
@@ -238,19 +239,145 @@ def cpe_list(templates: tuple[str, ...], m: Any) -> tuple[str, ...]:
     return tuple(v for p in CPE_PARTS if (v := slots.get(p)))
 
 
+_FIELDS = ("product", "version", "info", "hostname", "ostype", "devicetype")
+_FIELD_LIMITS = tuple(LIMITS[name] for name in _FIELDS)
+
+
+def _groups_ok(tokens: tuple[Token, ...], groups: int) -> bool:
+    """Every group a template names exists (else nmap drops the field on every match)."""
+    for tok in tokens:
+        n = tok if isinstance(tok, int) else (tok[1][0] if isinstance(tok, tuple) else None)
+        if n is not None and not 1 <= n <= min(groups, 9):  # type: ignore[operator]
+            return False
+    return True
+
+
+def _fill(tokens: tuple[Token, ...], m: Any) -> bytes:
+    """A template's bytes for match m (its group numbers were checked by _plan)."""
+    out = []
+    for tok in tokens:
+        cls = tok.__class__
+        if cls is bytes:
+            out.append(tok)
+        elif cls is int:
+            out.append(m.group(tok) or b"")
+        else:
+            out.append(_command(tok[0], tok[1], m))  # type: ignore[index]
+    return b"".join(out)  # type: ignore[arg-type]
+
+
+def _cpe_fill(tokens: tuple[Token, ...], m: Any) -> bytes:
+    out = []
+    for tok in tokens:
+        cls = tok.__class__
+        if cls is bytes:
+            out.append(tok)
+        else:
+            val = (m.group(tok) or b"") if cls is int else _command(tok[0], tok[1], m)  # type: ignore[index]
+            out.append(_cpe_transform(val))  # type: ignore[arg-type]
+    return b"".join(out)  # type: ignore[arg-type]
+
+
+def _cpe_text(value: bytes) -> str | None:
+    if len(value) > CPE_LIMIT - 2:
+        return None
+    if value.isascii() and value.decode("ascii").isprintable():
+        return value.decode("ascii")  # as nmap prints it (a "\\" stays single)
+    return _shown(value)
+
+
+def _plan(line: MatchLine, groups: int) -> Any:
+    """What identify() needs of a line, worked out once (the same rules as _field and
+    cpe_list, applied ahead): an Identification when nothing depends on the match (shared:
+    it is immutable); else per field its final value or (tokens, limit), and per CPE its
+    part with a final value or tokens."""
+    t = line.template
+    fields: list[Any] = []
+    fixed = True
+    for name, limit in zip(_FIELDS, _FIELD_LIMITS, strict=True):
+        text = getattr(t, name)
+        tokens = _tokens(text) if text is not None else None
+        if tokens is None or isinstance(tokens, str) or not _groups_ok(tokens, groups):
+            fields.append(None)  # absent, or a template nmap can never fill
+        elif all(tok.__class__ is bytes for tok in tokens):
+            fields.append(_field(text, None, limit))
+        else:
+            fields.append((tokens, limit))
+            fixed = False
+    cpes: list[tuple[str, Any]] = []
+    for c in t.cpes:
+        part = c[5:6] if c.startswith("cpe:/") and c[6:7] in (":", "") else ""
+        if part not in CPE_PARTS:
+            continue
+        tokens = _tokens(c)
+        if isinstance(tokens, str) or not _groups_ok(tokens, groups):
+            cpes.append((part, None))
+        elif all(tok.__class__ is bytes for tok in tokens):
+            cpes.append((part, _cpe_text(b"".join(tokens))))  # type: ignore[arg-type]
+        else:
+            cpes.append((part, tokens))
+            fixed = False
+    # nmap's rule: for each part a, h, o the last cpe: of that part wins (a failing one
+    # clears it); output in the order a, h, o. So only the last one of each part matters.
+    last: dict[str, Any] = {}
+    for part, v in cpes:
+        last[part] = v
+    picked = tuple(last[p] for p in CPE_PARTS if last.get(p) is not None)
+    if fixed:
+        return Identification(line.service, line.soft, *fields, cpes=picked,  # type: ignore[arg-type]
+                              source=line.source, probe=line.probe_name)
+    return (groups, tuple(fields), picked)
+
+
+def _cpe_pick(cpes: tuple[Any, ...], m: Any) -> tuple[str, ...]:
+    """The CPEs of a plan (each a final string or tokens) for match m; failing ones left out."""
+    out = []
+    for v in cpes:
+        if v.__class__ is str:
+            out.append(v)
+        else:
+            try:
+                text = _cpe_text(_cpe_fill(v, m))
+            except TemplateError:
+                continue
+            if text:
+                out.append(text)
+    return tuple(out)
+
+
+def _value(field: Any, m: Any) -> str | None:
+    if field is None or field.__class__ is str:
+        return field
+    tokens, limit = field
+    try:
+        value = _fill(tokens, m)
+    except TemplateError:
+        return None
+    if len(value) > limit - 2:  # nmap leaves a field out rather than cut it
+        return None
+    return _shown(value) or None
+
+
 def identify(line: MatchLine, m: Any) -> Identification:
     """The Identification a matching line gives (m: the regex match object)."""
-    t = line.template
+    plan = line.plan
+    groups = m.re.groups if m is not None else 0
+    if plan is None or (type(plan) is tuple and plan[0] != groups):
+        plan = line.plan = _plan(line, groups)
+    if type(plan) is Identification:
+        return plan
+    _, fields, cpes = plan
+    product, version, info, hostname, ostype, devicetype = fields
     return Identification(
-        service=line.service,
-        soft=line.soft,
-        product=_field(t.product, m, LIMITS["product"]),
-        version=_field(t.version, m, LIMITS["version"]),
-        info=_field(t.info, m, LIMITS["info"]),
-        hostname=_field(t.hostname, m, LIMITS["hostname"]),
-        ostype=_field(t.ostype, m, LIMITS["ostype"]),
-        devicetype=_field(t.devicetype, m, LIMITS["devicetype"]),
-        cpes=cpe_list(t.cpes, m),
-        source=line.source,
-        probe=line.probe_name,
+        line.service,
+        line.soft,
+        _value(product, m),
+        _value(version, m),
+        _value(info, m),
+        _value(hostname, m),
+        _value(ostype, m),
+        _value(devicetype, m),
+        _cpe_pick(cpes, m),
+        line.source,
+        line.probe_name,
     )
