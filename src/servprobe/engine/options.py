@@ -9,10 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# services in progress at once, by timing template (nmap: 1 at T0-T2, 20 at T3, 30 at T4, 40 at T5)
-# servprobe is not bound by nmap's single thread, so templates scale the global limit further.
-TIMING_PARALLELISM = {0: 1, 1: 1, 2: 1, 3: 20, 4: 30, 5: 40}
-
 
 @dataclass(frozen=True, slots=True)
 class ServiceTarget:

@@ -252,29 +252,17 @@ def _groups_ok(tokens: tuple[Token, ...], groups: int) -> bool:
     return True
 
 
-def _fill(tokens: tuple[Token, ...], m: Any) -> bytes:
-    """A template's bytes for match m (its group numbers were checked by _plan)."""
+def _fill(tokens: tuple[Token, ...], m: Any, cpe: bool = False) -> bytes:
+    """A template's bytes for match m (its group numbers were checked by _plan); with cpe,
+    the substituted parts get the CPE transform (the literal ones are the file's own)."""
     out = []
     for tok in tokens:
         cls = tok.__class__
         if cls is bytes:
             out.append(tok)
-        elif cls is int:
-            out.append(m.group(tok) or b"")
-        else:
-            out.append(_command(tok[0], tok[1], m))  # type: ignore[index]
-    return b"".join(out)  # type: ignore[arg-type]
-
-
-def _cpe_fill(tokens: tuple[Token, ...], m: Any) -> bytes:
-    out = []
-    for tok in tokens:
-        cls = tok.__class__
-        if cls is bytes:
-            out.append(tok)
-        else:
-            val = (m.group(tok) or b"") if cls is int else _command(tok[0], tok[1], m)  # type: ignore[index]
-            out.append(_cpe_transform(val))  # type: ignore[arg-type]
+            continue
+        val = (m.group(tok) or b"") if cls is int else _command(tok[0], tok[1], m)  # type: ignore[index]
+        out.append(_cpe_transform(val) if cpe else val)  # type: ignore[arg-type]
     return b"".join(out)  # type: ignore[arg-type]
 
 
@@ -337,7 +325,7 @@ def _cpe_pick(cpes: tuple[Any, ...], m: Any) -> tuple[str, ...]:
             out.append(v)
         else:
             try:
-                text = _cpe_text(_cpe_fill(v, m))
+                text = _cpe_text(_fill(v, m, True))
             except TemplateError:
                 continue
             if text:

@@ -219,6 +219,16 @@ def wrap_fingerprint(fp: str, width: int = 75) -> list[str]:
     return [chunks[0]] + [f"SF:{c}" for c in chunks[1:]]
 
 
+def port_count(spec: str) -> int:
+    """How many ports a compact list like "1-3,5" names (XML's numservices)."""
+    n = 0
+    for item in spec.split(","):
+        lo, _, hi = item.strip().partition("-")
+        if lo:
+            n += (int(hi) - int(lo) + 1) if hi else 1
+    return n
+
+
 def host_counts(run: ScanRun) -> tuple[int, int]:
     """(total, up) for the summary line."""
     total = run.hosts_total if run.hosts_total is not None else len(run.hosts)

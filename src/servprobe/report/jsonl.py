@@ -15,7 +15,7 @@ import re
 import time
 from typing import IO, Any
 
-from servprobe.report.base import split_ports
+from servprobe.report.base import host_counts, split_ports
 from servprobe.result import HostResult, ScanRun, ServiceResult
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -128,8 +128,7 @@ class JsonLinesReporter:
 
     def finish(self, run: ScanRun) -> None:
         end = run.end or time.time()
-        total = run.hosts_total if run.hosts_total is not None else len(run.hosts)
-        up = run.hosts_up if run.hosts_up is not None else sum(1 for h in run.hosts if h.status == "up")
+        total, up = host_counts(run)
         self._w(
             {
                 "type": "summary",

@@ -15,6 +15,8 @@ from servprobe.escape import xml_safe
 from servprobe.report.base import (
     TextFileReporter,
     command_line,
+    host_counts,
+    port_count,
     split_ports,
     summary_text,
     timestr,
@@ -167,7 +169,7 @@ class XmlReporter(TextFileReporter):
             if spec is None:
                 continue
             kind = "connect" if proto == "tcp" else "udp"
-            n = _count(spec)
+            n = port_count(spec)
             out.append(
                 f'<scaninfo type="{kind}" protocol="{proto}" numservices="{n}" services="{attr(spec)}"/>\n'
             )
@@ -185,8 +187,7 @@ class XmlReporter(TextFileReporter):
     def finish(self, run: ScanRun) -> None:
         end = run.end or time.time()
         summary = f"servprobe done at {timestr(end)}; {summary_text(run)}"
-        total = run.hosts_total if run.hosts_total is not None else len(run.hosts)
-        up = run.hosts_up if run.hosts_up is not None else sum(1 for h in run.hosts if h.status == "up")
+        total, up = host_counts(run)
         exit_attrs = ' exit="success"'
         if run.interrupted:
             exit_attrs = ' exit="error" errormsg="interrupted: partial results"'
@@ -201,13 +202,3 @@ class XmlReporter(TextFileReporter):
 def _htype(host: HostResult, i: int) -> str:
     types = host.hostname_types
     return types[i] if i < len(types) and types[i] in ("user", "PTR") else "PTR"
-
-
-def _count(spec: str) -> int:
-    n = 0
-    for item in spec.split(","):
-        if not item:
-            continue
-        lo, _, hi = item.partition("-")
-        n += (int(hi) - int(lo) + 1) if hi else 1
-    return n

@@ -35,8 +35,9 @@ import random
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 
-from ..engine.options import TIMING_PARALLELISM, EngineOptions, ServiceTarget
+from ..engine.options import EngineOptions, ServiceTarget
 from ..result import RpcInfo, ServiceResult
+from ..timing import timing
 from .grind import Grinder, GrindResult, Outcome
 from .portmap import PMAP_PORT, PortMap, merge, parse_dump_reply
 from .portmap import dump_call as _dump_call
@@ -45,8 +46,8 @@ from .table import RpcTable, default_table
 from .transport import call_tcp, call_udp, grind_tcp, grind_udp
 
 RPC_SERVICE_NAMES = frozenset({"rpcbind", "sunrpc", "rpc", "portmapper"})
-# Calls in flight per port, by timing template.
-WINDOW_BY_TIMING = {0: 1, 1: 1, 2: 4, 3: 32, 4: 64, 5: 64}
+# Calls in flight per port, by timing template (servprobe.timing, the one table).
+WINDOW_BY_TIMING = {t: timing(t).rpc_window for t in range(6)}
 GRIND_TIMEOUT = 60.0  # whole-table grind of one port, worst case (UDP, lossy)
 PMAP_TIMEOUT = 2.0
 PMAP_CACHE_TTL = 60.0
@@ -305,7 +306,7 @@ async def rpc_service_scan(
     back as plain open results (service None).
     """
     options = options or EngineOptions()
-    limit = options.max_parallelism or TIMING_PARALLELISM.get(options.timing, 20)
+    limit = options.max_parallelism or timing(options.timing).nmap_parallelism
     sem = asyncio.Semaphore(max(1, limit))
     cache = PortmapCache()
     tasks: set[asyncio.Task[None]] = set()
@@ -344,7 +345,7 @@ async def rpc_scan(
     Returns one result per target, in the targets' order.
     """
     options = options or EngineOptions()
-    limit = options.max_parallelism or TIMING_PARALLELISM.get(options.timing, 20)
+    limit = options.max_parallelism or timing(options.timing).nmap_parallelism
     sem = asyncio.Semaphore(max(1, limit))
     cache = PortmapCache()
 
