@@ -41,9 +41,9 @@ COMPARED = ("state", "service", "product", "version", "extrainfo", "hostname", "
             "devicetype", "cpes", "tunnel", "method", "conf", "soft")
 
 
-def _argv(ports: list[int], store: Path, out: Path, *extra: str) -> list[str]:
+def _argv(ports: list[int], store: Path, out: Path, *extra: str, hosts: str = HOSTS) -> list[str]:
     return [sys.executable, "-m", "servprobe", "-sV", "-Pn", "-n",
-            "-p", ",".join(map(str, sorted(ports))), HOSTS,
+            "-p", ",".join(map(str, sorted(ports))), hosts,
             "-oX", str(out.with_suffix(".xml")), "-oJ", str(out.with_suffix(".jsonl")),
             "--store", str(store), "--no-progress", *extra]
 
@@ -103,28 +103,29 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
-def _scheduler(tmp: Path, port: int, stack: contextlib.ExitStack) -> subprocess.Popen[bytes]:
+def _scheduler(tmp: Path, port: int, stack: contextlib.ExitStack, *tls: str) -> subprocess.Popen[bytes]:
     log = tmp / f"scheduler-{port}.log"
     proc = stack.enter_context(_process(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--no-dashboard"], log))
+         "--port", str(port), "--no-dashboard", *tls], log))
     _wait_tcp(port, proc, "dask scheduler", log)  # type: ignore[arg-type]
     return proc
 
 
-def _worker(tmp: Path, address: str, name: str, stack: contextlib.ExitStack) -> subprocess.Popen[bytes]:
+def _worker(tmp: Path, address: str, name: str, stack: contextlib.ExitStack,
+            *tls: str) -> subprocess.Popen[bytes]:
     (tmp / name).mkdir(exist_ok=True)
     # --no-nanny: the PID we start is the worker itself (the one the kill test kills)
     return stack.enter_context(_process(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
-         "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1", "--name", name,
-         "--local-directory", str(tmp / name)], tmp / f"{name}.log"))
+         "--nthreads", "4", "--no-dashboard", "--host", "127.0.0.1", "--name", name,
+         "--local-directory", str(tmp / name), *tls], tmp / f"{name}.log"))
 
 
-def _wait_workers(address: str, n: int) -> None:
+def _wait_workers(address: str, n: int, security: object = None) -> None:
     from distributed import Client
 
-    with Client(address, timeout=30) as client:
+    with Client(address, timeout=30, security=security) as client:
         client.wait_for_workers(n, timeout=60)
 
 
@@ -242,3 +243,36 @@ def test_scheduler_killed_then_resume_finishes(scan_ports, reference, tmp_path: 
         [sys.executable, "-m", "servprobe", "--resume", str(store), "--cluster", "local:1"], 300)
     assert code == 0, err2[-3000:]
     assert _final(store) == reference
+
+
+def test_tls_scheduler_with_the_users_certificates(scan_ports, reference, all_daemons,
+                                                   tmp_path: Path) -> None:
+    from distributed.security import Security
+
+    from daemons import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    tls = ("--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key))
+    # the daemons only (no silent listeners): a quick scan
+    ports = sorted({e.port for _, e in endpoints(all_daemons) if e.proto == "tcp"})
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        _scheduler(tmp_path, port, stack, "--protocol", "tls", *tls)
+        address = f"tls://127.0.0.1:{port}"
+        _worker(tmp_path, address, "w", stack, *tls)
+        _wait_workers(address, 1, Security(tls_ca_file=str(cert), tls_client_cert=str(cert),
+                                           tls_client_key=str(key), require_encryption=True))
+        argv = _argv(ports, tmp_path / "tls.sqlite", tmp_path / "tls", "--cluster", address,
+                     hosts="127.0.0.1")
+        # without certificates: refused with the settings to make, nothing scanned
+        code, _, _, _, err = run_bounded(argv, 120)
+        assert code == 1 and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in err, err[-3000:]
+        env = {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key)}
+        store = tmp_path / "tls-ok.sqlite"
+        argv = _argv(ports, store, tmp_path / "tls-ok", "--cluster", address, hosts="127.0.0.1")
+        code, _, _, _, err = run_bounded(argv, 300, env=env)
+        assert code == 0, err[-3000:]
+    assert _final(store) == {k: v for k, v in reference.items()
+                             if k[0] == "127.0.0.1" and k[2] in ports}

@@ -44,11 +44,29 @@ from servprobe.scan.targets import HostTarget
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler
 WORKER_WAIT = 60.0  # seconds to wait for a first worker
+# shards run at once per local worker process (all on the process's one event loop, see
+# worker.worker_loop): a shard's quiet tail then overlaps the next shard instead of idling
+LOCAL_THREADS = 8
 RETRIES = 2  # reruns of a shard that raised (a dead worker's shards are rerun by Dask anyway)
 
 
 def _say(message: str) -> None:
     print(f"servprobe: {terminal_safe(message)}", file=sys.stderr, flush=True)
+
+
+def _require_tls_config() -> None:
+    """tls:// takes the user's certificates from Dask's security config
+    (distributed.comm.tls.* in ~/.config/dask/*.yaml, or DASK_DISTRIBUTED__COMM__TLS__… )."""
+    import dask.config
+
+    missing = [key for key in ("ca-file", "client.cert")
+               if not dask.config.get(f"distributed.comm.tls.{key}", None)]
+    if missing:
+        raise ClusterError(
+            "tls:// needs your certificates in Dask's security config: set "
+            "distributed.comm.tls.ca-file, .client.cert and .client.key (e.g. the variables "
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT, "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY)")
 
 
 def _identity(data: bytes) -> bytes:
@@ -103,14 +121,14 @@ class ClusterRunner(ScanRunner):
         try:
             if self.cluster.local:
                 cluster = await distributed.LocalCluster(
-                    n_workers=self.cluster.local, threads_per_worker=1, processes=True,
+                    n_workers=self.cluster.local, threads_per_worker=LOCAL_THREADS, processes=True,
                     asynchronous=True, dashboard_address=None, host="127.0.0.1",
                     silence_logs=logging.DEBUG if self.debug > 1 else logging.CRITICAL,
                 )
                 client = await distributed.Client(cluster, asynchronous=True)
             else:
-                # tls:// takes the user's certificates from Dask's security config
-                # (distributed.comm.tls.* in ~/.config/dask/*.yaml or DASK_DISTRIBUTED__COMM__TLS__…)
+                if self.cluster.address and self.cluster.address.startswith("tls://"):
+                    _require_tls_config()
                 try:
                     client = await distributed.Client(
                         self.cluster.address, asynchronous=True, timeout=CONNECT_TIMEOUT)
@@ -147,9 +165,10 @@ class ClusterRunner(ScanRunner):
     def _work(self, threads: int) -> int:
         if self.shard_work:
             return self.shard_work
-        # at least ~4 shards per worker thread when the scan is small, for balance
+        # a small scan: one shard per worker thread, all running at once (shards of equal size
+        # end together, so more, smaller shards would only add rounds of their quiet tails)
         total = self.stats.hosts_total * max(1, self.config.ports.total())
-        return max(MIN_WORK, min(DEFAULT_WORK, total // (4 * max(1, threads)) or MIN_WORK))
+        return max(MIN_WORK, min(DEFAULT_WORK, -(-total // max(1, threads))))
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -161,7 +180,22 @@ class ClusterRunner(ScanRunner):
                 raise ClusterError(
                     f"no Dask worker joined {self.cluster} within {WORKER_WAIT:.0f} s ({exc})") from None
             threads = max(1, sum((await client.nthreads()).values()))
-            await self._drive(client, threads)
+            try:
+                await self._drive(client, threads)
+            finally:
+                if self.run.verbose or self.debug:
+                    _say(self.summary(threads))
+
+    def summary(self, threads: int) -> str:
+        """One line for -v: shards, workers and each worker process's peak RSS."""
+        import resource
+
+        rss = ", ".join(f"{kib / 1024:.0f}" for _, kib in sorted(self.peak_rss_kib.items()))
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return (f"cluster {self.cluster}: {self.shards_done} shards done"
+                f"{f', {self.failed_shards} failed' if self.failed_shards else ''} by "
+                f"{len(self.workers_seen)} worker processes ({threads} threads); peak RSS MB: "
+                f"client {own:.0f}, workers {rss or '-'}")
 
     async def _drive(self, client: Any, threads: int) -> None:
         from distributed import as_completed

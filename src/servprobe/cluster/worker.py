@@ -13,6 +13,7 @@ worker matches with exactly the client's database whatever is installed on its m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import resource
@@ -146,28 +147,48 @@ def _engine(db: Any, options: EngineOptions) -> Callable[
     return scan
 
 
-def run_shard(shard: Shard, job: Job, db_bytes: bytes | None) -> ShardResult:
-    """The Dask task: scan one shard in this worker thread's own event loop."""
-    from servprobe.net.driver import raise_nofile_limit
-    from servprobe.net.loop import new_event_loop
+_LOOP: Any = None
+_LOOP_LOCK = threading.Lock()
 
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """This worker process's one event loop, in its own thread, shared by every shard.
+
+    Dask runs several tasks at once per worker (its threads); giving each its own event loop
+    would make them fight over the GIL, while one loop lets a shard's quiet tail (silent
+    ports waiting out their probes) overlap the next shard's work at no cost.
+    """
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            from servprobe.net.driver import raise_nofile_limit
+            from servprobe.net.loop import new_event_loop
+
+            raise_nofile_limit()
+            loop = new_event_loop()
+            threading.Thread(target=loop.run_forever, name="servprobe-shards", daemon=True).start()
+            _LOOP = loop
+        return _LOOP  # type: ignore[no-any-return]
+
+
+def run_shard(shard: Shard, job: Job, db_bytes: bytes | None) -> ShardResult:
+    """The Dask task: scan one shard on this worker process's event loop."""
     t0 = time.monotonic()
-    raise_nofile_limit()
     engine = None
     if job.options is not None:
         if db_bytes is None:
             raise ShardError("service scan asked without a probe database")
         engine = _engine(worker_db(job.db_name, job.db_sha256, db_bytes), job.options)
     config = replace(job.config, ports=PortSelection({k: list(v) for k, v in shard.ports.items()}))
-    run = ScanRun(args=[], start=time.time())
-    runner = _ShardRunner(_ShardHosts(shard.hosts), config, Outputs(), run, engine)  # type: ignore[arg-type]
-    loop = new_event_loop()
-    try:
-        loop.run_until_complete(runner.execute())
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+
+    async def scan() -> list[RawHost]:
+        runner = _ShardRunner(_ShardHosts(shard.hosts), config, Outputs(),
+                              ScanRun(args=[], start=time.time()), engine)  # type: ignore[arg-type]
+        await runner.execute()
+        return runner.raw
+
+    raw = asyncio.run_coroutine_threadsafe(scan(), worker_loop()).result()
     return ShardResult(
-        shard.id, runner.raw, os.getpid(), time.monotonic() - t0,
+        shard.id, raw, os.getpid(), time.monotonic() - t0,
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     )
