@@ -13,9 +13,10 @@ runs this file (no slow daemon starts there). Usage:
     python tests/daemons_capture.py --python /path/to/venv/bin/python \\
         --node-modules /path/to/node_modules [--only waitress,tornado] [--out DIR]
 
-Debian packages: the installed ones (inn2 h2o haproxy varnish cyrus-imapd cyrus-pop3d) run
-as installed, from private configurations; exim4-daemon-light and opensmtpd conflict with
-the suite's Postfix, so `--debs DIR` names where `apt-get download` put their .deb files,
+Debian packages: the installed ones (inn2 h2o haproxy varnish cyrus-imapd cyrus-pop3d
+mini-httpd webfs privoxy lsh-server micro-httpd tinysshd socat) run from private
+configurations; exim4-daemon-light, opensmtpd and inetutils-ftpd conflict with the suite's
+Postfix / vsftpd, so `--debs DIR` names where `apt-get download` put their .deb files,
 unpacked into the work directory and run from there.
 `--python` is an interpreter with the PyPI servers installed (waitress cheroot tornado twisted
 aiohttp hypercorn daphne aiosmtpd pyftpdlib); `--node-modules` a directory where `npm install
@@ -225,6 +226,30 @@ def _opensmtpd_setup(d: Path, port: int) -> dict[str, str]:
     return {}
 
 
+def _inetd(port: int, command: str) -> list[str]:
+    return ["/usr/bin/socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+            f"EXEC:{command}"]
+
+
+def _www_setup(d: Path, port: int) -> dict[str, str]:
+    (d / "www").mkdir()
+    (d / "www" / "index.html").write_text("servprobe capture\n")
+    os.chmod(d, 0o755)
+    return {}
+
+
+def _privoxy_setup(d: Path, port: int) -> dict[str, str]:
+    (d / "privoxy.conf").write_text(f"listen-address 127.0.0.1:{port}\nconfdir /etc/privoxy\n"
+                                    f"logdir {d}\n")
+    return {}
+
+
+def _tinyssh_setup(d: Path, port: int) -> dict[str, str]:
+    subprocess.run(["/usr/sbin/tinysshd-makekey", str(d / "keys")], check=True,
+                   capture_output=True)
+    return {}
+
+
 def _h2o_setup(d: Path, port: int) -> dict[str, str]:
     (d / "www").mkdir()
     (d / "h2o.conf").write_text(H2O_CONF.format(port=port, dir=d))
@@ -294,6 +319,28 @@ SPECS = [
     Spec("opensmtpd", "deb", "opensmtpd",
          lambda py, nm, d, p: [f"{d}/root/usr/sbin/smtpd", "-d", "-f", f"{d}/smtpd.conf"],
          setup=_opensmtpd_setup),
+    Spec("mini-httpd", "debian", "mini-httpd",
+         lambda py, nm, d, p: ["/usr/sbin/mini_httpd", "-D", "-p", str(p), "-h", "127.0.0.1",
+                               "-d", f"{d}/www", "-u", "nobody", "-i", f"{d}/mini.pid"],
+         setup=_www_setup),
+    Spec("webfs", "debian", "webfs",
+         lambda py, nm, d, p: ["/usr/bin/webfsd", "-F", "-p", str(p), "-i", "127.0.0.1", "-r",
+                               f"{d}/www", "-u", "nobody", "-g", "nogroup"],
+         setup=_www_setup),
+    Spec("privoxy", "debian", "privoxy",
+         lambda py, nm, d, p: ["/usr/sbin/privoxy", "--no-daemon", f"{d}/privoxy.conf"],
+         setup=_privoxy_setup),
+    Spec("lshd", "debian", "lsh-server",
+         lambda py, nm, d, p: ["/usr/sbin/lshd", "-p", str(p), "--interface=127.0.0.1",
+                               "--no-syslog"]),
+    # inetd-style servers: socat accepts on our port and runs one server per connection
+    Spec("micro-httpd", "debian", "micro-httpd",
+         lambda py, nm, d, p: _inetd(p, f"/usr/sbin/micro-httpd {d}/www"), setup=_www_setup),
+    Spec("tinysshd", "debian", "tinysshd",
+         lambda py, nm, d, p: _inetd(p, f"/usr/sbin/tinysshd {d}/keys"), setup=_tinyssh_setup),
+    Spec("inetutils-ftpd", "deb", "inetutils-ftpd",
+         lambda py, nm, d, p: _inetd(p, f"{d}/root/usr/sbin/ftpd"),
+         setup=lambda d, p: (_extract(d, "inetutils-ftpd"), {})[1]),
     Spec("http-server", "npm", "http-server",
          lambda py, nm, d, p: ["node", str(nm / "http-server" / "bin" / "http-server"), str(d),
                                "-a", "127.0.0.1", "-p", str(p), "-s"]),
