@@ -218,6 +218,39 @@ def _ids(user: str) -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
+KRB_REALM = "SERVPROBE.TEST"
+
+
+@contextlib.contextmanager
+def krb5kdc() -> Iterator[Daemon]:
+    """MIT krb5kdc with a fresh realm database (kdb5_util) in its own directory, UDP and TCP."""
+    kdc = _require("/usr/sbin/krb5kdc", "krb5-kdc")
+    kdb5_util = _require("/usr/sbin/kdb5_util", "krb5-kdc")
+    version = dpkg_version("krb5-kdc")
+    with _workdir("krb5kdc") as d:
+        port = free_port(udp_too=True)
+        (d / "kdc.conf").write_text(
+            f"[kdcdefaults]\n kdc_ports = {port}\n kdc_tcp_ports = {port}\n kdc_listen = {HOST}:{port}\n"
+            f" kdc_tcp_listen = {HOST}:{port}\n[realms]\n {KRB_REALM} = {{\n  database_name = {d}/principal\n"
+            f"  key_stash_file = {d}/stash\n  acl_file = {d}/kadm5.acl\n }}\n"
+            f"[logging]\n kdc = FILE:{d}/kdc.log\n"
+        )
+        (d / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {KRB_REALM}\n")
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin", "KRB5_CONFIG": str(d / "krb5.conf"),
+               "KRB5_KDC_PROFILE": str(d / "kdc.conf"), "HOME": str(d)}
+        made = subprocess.run([kdb5_util, "create", "-s", "-r", KRB_REALM, "-P", "servprobe-test-master"],
+                              capture_output=True, text=True, env=env, check=False)
+        if made.returncode:
+            raise DaemonError(f"kdb5_util create failed: {made.stderr}")
+        log = d / "krb5kdc.log"
+        argv = [kdc, "-n", "-r", KRB_REALM, "-P", str(d / "krb5kdc.pid")]
+        with _running(argv, log, env=env) as proc:
+            _wait_tcp(port, proc, "krb5kdc", log, (d / "kdc.log",))
+            yield Daemon("krb5kdc", "krb5-kdc", version,
+                         [Endpoint("krb5kdc", port), Endpoint("krb5kdc-udp", port, "udp")], d, log,
+                         proc.pid, extra={"realm": KRB_REALM})
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -270,7 +303,7 @@ if __name__ == "__main__":
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
                                       "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
-                                      "prosody": prosody}[name]())
+                                      "prosody": prosody, "krb5kdc": krb5kdc}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

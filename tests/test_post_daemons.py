@@ -45,6 +45,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "smbd": stack.enter_context(daemons_post.smbd()),
             "smbd1": stack.enter_context(daemons_post.smbd(smb1=True)),
             "prosody": stack.enter_context(daemons_post.prosody()),
+            "krb5kdc": stack.enter_context(daemons_post.krb5kdc()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -90,8 +91,8 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     d = post_set
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
-           d["slapd"].port, d["smbd"].port, d["prosody"].port]
-    udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"]]
+           d["slapd"].port, d["smbd"].port, d["prosody"].port, d["krb5kdc"].port]
+    udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"], d["krb5kdc"].port]
     bundled = servprobe.load_db("bundled")
     runs = {
         # the scripts are named so their output shows (-sV alone runs them silently)
@@ -271,6 +272,20 @@ def test_xmpp_named_before_login(post_set: dict[str, Daemon], scans: dict[str, A
     el = _script(r, "xmpp-info").elements
     # the scan addressed 127.0.0.1, which Prosody does not serve (its VirtualHost is localhost)
     assert el["version"] == "1.0" and el["error"] == "host-unknown"
+
+
+def test_kerberos_krb_error(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["krb5kdc"]
+    r, n = _pair(scans, "tcp", d.port)
+    assert (r.service, r.product, r.hostname) == tuple(n["service"].get(k) for k in ("name", "product", "hostname"))
+    el = _script(r, "krb5-info").elements
+    assert el["realm"] == d.extra["realm"] == r.hostname and el["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN"
+    assert abs(int(el["clock skew"][:-1])) <= 2  # same machine, same clock
+    u, nu = _pair(scans, "udp", d.port)
+    # deliberate difference: nmap 7.93 has no UDP line for MIT's KRB-ERROR: unknown there
+    assert nu["service"].get("name") in (None, "unknown")
+    assert u.service == "kerberos-sec", "\n".join(t for t in scans["trace"] if "post krb5" in t)
+    assert _script(u, "krb5-info").elements["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN"
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servprobe import post
-from servprobe.post import amqp, git, http, ldap, memcached, mqtt, redis, smb, snmp, xmpp
+from servprobe.post import amqp, git, http, kerberos, ldap, memcached, mqtt, redis, smb, snmp, xmpp
 from servprobe.post.base import MAX_BUFFER, apply
 from servprobe.result import ServiceResult
 
@@ -326,6 +326,35 @@ def test_xmpp_error_text_names_prosody_only_without_to() -> None:
     bomb = b"<!DOCTYPE x [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;&a;'>]>" + STREAM + b"&b;" * 1000
     m, f = _run(xmpp.XmppMachine, bomb, eof=True)
     assert f.script.elements["version"] == "1.0"  # read as text, nothing expanded
+
+
+# ------------------------------------------------------------------ Kerberos (RFC 4120 §5.4.1, §5.9.1)
+
+
+def test_kerberos_as_req_and_krb_error() -> None:
+    from servprobe.post.ber import decode, seq, tlv
+
+    (tag, body), = decode(kerberos.as_req("EXAMPLE.ORG"))
+    assert tag == 0x6A  # [APPLICATION 10] AS-REQ
+    parts = {t: v for t, v in body[0][1]}
+    assert parts[0xA1] == [(0x02, b"\x05")] and parts[0xA2] == [(0x02, b"\x0a")]
+    err = tlv(0x7E, seq(*(tlv(0xA0 + n, v) for n, v in [
+        (0, tlv(0x02, b"\x05")), (1, tlv(0x02, b"\x1e")), (4, tlv(0x18, b"20261202101112Z")),
+        (5, tlv(0x02, b"\x01")), (6, tlv(0x02, b"\x06")), (9, tlv(0x1B, b"EXAMPLE.ORG")),
+        (10, seq(tlv(0xA0, tlv(0x02, b"\x02")), tlv(0xA1, seq(tlv(0x1B, b"krbtgt")))))])))
+    m = kerberos.KrbUdp(_result("kerberos-sec", proto="udp", hostname="EXAMPLE.ORG"))
+    assert b"EXAMPLE.ORG" in m.start(0.0)[0]
+    m.feed(err, 1_796_206_200.0)
+    f = m.finish()
+    assert f.script.elements["realm"] == "EXAMPLE.ORG" and f.script.elements["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN"
+    assert f.script.elements["server time"] == "2026-12-02 10:11:12Z"
+    assert f.script.elements["clock skew"] == "+72s"
+    tcp = kerberos.KrbTcp(_result("kerberos-sec"))
+    assert kerberos.PLACEHOLDER_REALM.encode() in tcp.start(0.0)[0]
+    tcp.feed(struct.pack(">I", len(err)) + err[:10], 0.0)
+    assert not tcp.done
+    for cut in range(len(err)):
+        _run(kerberos.KrbUdp, err[:cut])
 
 
 # ------------------------------------------------------------------ HTTP, Redis, memcached

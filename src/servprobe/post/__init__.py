@@ -13,7 +13,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servprobe.post import amqp, fpstrings, git, http, ldap, memcached, mqtt, redis, smb, snmp, xmpp
+from servprobe.post import (
+    amqp,
+    fpstrings,
+    git,
+    http,
+    kerberos,
+    ldap,
+    memcached,
+    mqtt,
+    redis,
+    smb,
+    snmp,
+    xmpp,
+)
 from servprobe.post.base import PostProcessor
 from servprobe.post.runner import run_post
 
@@ -38,6 +51,8 @@ REGISTRY: tuple[PostProcessor, ...] = (
     git.POST,
     xmpp.POST,
     xmpp.POST_NAME,
+    kerberos.POST_UDP,
+    kerberos.POST_TCP,
     smb.POST,
     smb.POST_SMB1,  # after SMB2: a version SMB1 states replaces the dropped guess
     fpstrings.POST_TCP,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 POST_DEADLINE = 3.0  # seconds per post-processor, connect included
 CONNECT_TIMEOUT = 2.0
+UDP_RESEND = 0.8  # seconds without any answer before a UDP post-processor sends again
 
 
 class _Pipe(asyncio.Protocol, asyncio.DatagramProtocol):
@@ -166,7 +167,7 @@ async def _exchange(result: ServiceResult, m: Machine, log: Callable[[str], None
                 tr = new
     pipe.transport = tr
     try:
-        send = m.start(time.time())
+        first = send = m.start(time.time())
         got = 0
         while True:
             for data in send:
@@ -177,7 +178,17 @@ async def _exchange(result: ServiceResult, m: Machine, log: Callable[[str], None
                     tr.write(data)
             if m.done:
                 return
-            chunk = await pipe.queue.get()
+            if m.proto == "udp" and got == 0:
+                # a datagram (or its answer) may be lost: resend the first ones until the
+                # deadline, as a UDP client does
+                try:
+                    chunk = await asyncio.wait_for(pipe.queue.get(), UDP_RESEND)
+                except TimeoutError:
+                    log("no answer yet: resending")
+                    send = first
+                    continue
+            else:
+                chunk = await pipe.queue.get()
             if chunk is None:
                 log("EOF")
                 m.eof(time.time())
