@@ -89,13 +89,13 @@ def bundled() -> ProbeDB:
 
 @pytest.fixture(scope="module")
 def scan(bundled: ProbeDB, all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions())
+    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions(version_scripts="none"))
 
 
 @pytest.fixture(scope="module")
 def scan_all_probes(bundled: ProbeDB,
                     all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions(intensity=9))
+    return daemons.scan_endpoints(bundled, all_daemons, EngineOptions(intensity=9, version_scripts="none"))
 
 
 def check(scan: dict[str, ServiceResult], all_daemons: dict[str, daemons.Daemon],

@@ -41,15 +41,16 @@ def nmap_db() -> ProbeDB:
     return servprobe.load_db(str(NMAP_DB))
 
 
+# the walk alone (the probe file's answers); post-processors are tests/test_post_*.py's
 @pytest.fixture(scope="module")
 def default_scan(nmap_db: ProbeDB, all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(), SCAN_DEADLINE)
+    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(version_scripts="none"), SCAN_DEADLINE)
 
 
 @pytest.fixture(scope="module")
 def version_all_scan(nmap_db: ProbeDB,
                      all_daemons: dict[str, daemons.Daemon]) -> dict[str, ServiceResult]:
-    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(intensity=9), SCAN_DEADLINE)
+    return daemons.scan_endpoints(nmap_db, all_daemons, EngineOptions(intensity=9, version_scripts="none"), SCAN_DEADLINE)
 
 
 def _daemon_of(running: dict[str, daemons.Daemon], endpoint: str) -> tuple[daemons.Daemon, daemons.Endpoint]:
