@@ -75,8 +75,32 @@ def test_every_probe_directive_is_deliberate(db):
                                      "RPCCheck", "DNSVersionBindReqTCP", "Help", "TLSSessionReq",
                                      "SMBProgNeg", "LDAPSearchReq", "X11Probe", "Kerberos"}
     assert {p.name for p in db.probes if p.proto == "udp"} >= {
-        "DNSVersionBindReq", "DNSStatusRequest", "RPCCheck", "NTPRequest", "SNMPv1GetRequest",
-        "SNMPv3GetRequest", "KerberosUDP", "SIPOptionsUDP"}
+        "DNSVersionBindReq", "DNSStatusRequest", "RPCCheck", "NTPRequest", "SNMPv1public",
+        "SNMPv3GetRequest", "Kerberos", "SIPOptions", "memcached"}
+
+
+def test_probes_named_as_nmap_names_the_same_request(db):
+    """Fingerprints (%r(NAME,...)) and `servprobe match --probe` name probes: where nmap has a
+    probe for the same request, ours carries its name (read from nmap's file at run time)."""
+    nmap_file = Path("/usr/share/nmap/nmap-service-probes")
+    assert nmap_file.exists(), "nmap is not installed (make apt)"
+    theirs = {tuple(line.split()[1:3]) for line in nmap_file.read_text("latin-1").splitlines()
+              if line.startswith("Probe ")}
+    same_request = [("TCP", "NULL"), ("TCP", "GenericLines"), ("TCP", "GetRequest"),
+                    ("TCP", "HTTPOptions"), ("TCP", "RTSPRequest"), ("TCP", "RPCCheck"),
+                    ("TCP", "DNSVersionBindReqTCP"), ("TCP", "DNSStatusRequestTCP"),
+                    ("TCP", "Help"), ("TCP", "TLSSessionReq"),
+                    ("TCP", "SMBProgNeg"), ("TCP", "X11Probe"), ("TCP", "LDAPSearchReq"),
+                    ("TCP", "LDAPBindReq"), ("TCP", "Kerberos"), ("TCP", "Memcache"),
+                    ("TCP", "redis-server"), ("TCP", "mongodb"), ("TCP", "mqtt"),
+                    ("TCP", "epmd"), ("TCP", "ajp"), ("TCP", "Socks5"), ("TCP", "Socks4"),
+                    ("TCP", "SIPOptions"), ("TCP", "hp-pjl"), ("UDP", "DNSVersionBindReq"),
+                    ("UDP", "DNSStatusRequest"), ("UDP", "RPCCheck"), ("UDP", "NTPRequest"),
+                    ("UDP", "SNMPv1public"), ("UDP", "SNMPv3GetRequest"), ("UDP", "Kerberos"),
+                    ("UDP", "SIPOptions"), ("UDP", "memcached")]
+    ours = {(p.proto.upper(), p.name) for p in db.probes}
+    assert set(same_request) <= ours
+    assert [pn for pn in same_request if pn not in theirs] == []
 
 
 def test_every_match_line_has_an_id(db):
