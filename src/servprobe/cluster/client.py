@@ -115,8 +115,14 @@ class ClusterRunner(ScanRunner):
                 "--cluster needs Dask distributed: pip install 'servprobe[dask]'") from None
         if not self.debug:
             # Dask logs every lost connection with a traceback: the user gets our messages
-            for name in ("distributed", "tornado"):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
+            # (handlers too: a child logger's records reach them whatever the parent's level)
+            names = [n for n in logging.root.manager.loggerDict
+                     if n.split(".")[0] in ("distributed", "tornado")]
+            for name in {"distributed", "tornado", *names}:
+                logger = logging.getLogger(name)
+                logger.setLevel(logging.CRITICAL)
+                for handler in logger.handlers:
+                    handler.setLevel(logging.CRITICAL)
         cluster = None
         try:
             if self.cluster.local:
@@ -238,14 +244,23 @@ class ClusterRunner(ScanRunner):
             await top_up()
             async for fut in ac:
                 _, shard = inflight.pop(fut.key)
+                result: ShardResult | None = None
+                error: BaseException | None = None
                 if fut.status == "finished":
-                    self._merge_shard(shard, await fut)
-                elif fut.status == "cancelled":
+                    try:
+                        result = await fut  # fetched from the worker, through the scheduler
+                    except Exception as exc:
+                        error = exc
+                elif fut.status != "cancelled":
+                    error = await fut.exception()
+                if fut.status == "cancelled" or client.status != "running":
                     # not us (Ctrl-C cancels this task, not the loop): the scheduler went away
                     self._lost_scheduler(fut, len(inflight) + 1)
                     return
+                if result is not None:
+                    self._merge_shard(shard, result)
                 else:
-                    self._shard_failed(shard, await fut.exception())
+                    self._shard_failed(shard, error)
                 await top_up()
         finally:
             if inflight:
