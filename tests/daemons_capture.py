@@ -19,7 +19,7 @@ configurations; exim4-daemon-light, opensmtpd and inetutils-ftpd conflict with t
 Postfix / vsftpd, so `--debs DIR` names where `apt-get download` put their .deb files,
 unpacked into the work directory and run from there.
 `--python` is an interpreter with the PyPI servers installed (waitress cheroot tornado twisted
-aiohttp hypercorn daphne aiosmtpd pyftpdlib); `--node-modules` a directory where `npm install
+cryptography bcrypt aiohttp hypercorn daphne aiosmtpd pyftpdlib gunicorn uvicorn); `--node-modules` a directory where `npm install
 koa fastify http-server` ran. Versions are read from those installs (importlib.metadata,
 package.json), never written by hand. Review every file before committing it: the "expect"
 fields are what the database reports now, which must equal what the bytes say.
@@ -226,6 +226,17 @@ def _opensmtpd_setup(d: Path, port: int) -> dict[str, str]:
     return {}
 
 
+def _ckeygen(d: Path) -> dict[str, str]:
+    """A host key for Twisted Conch (its own ckeygen, beside the interpreter)."""
+    ckeygen = Path(_PYTHON[0]).parent / "ckeygen"
+    subprocess.run([str(ckeygen), "-t", "ed25519", "-f", str(d / "ssh_host_ed25519_key"),
+                    "--no-passphrase", "-q"], check=True, capture_output=True)
+    return {}
+
+
+_PYTHON = [sys.executable]  # set by main(): the --python interpreter
+
+
 def _inetd(port: int, command: str) -> list[str]:
     return ["/usr/bin/socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
             f"EXEC:{command}"]
@@ -281,6 +292,17 @@ SPECS = [
     Spec("twisted-web", "pypi", "twisted",
          lambda py, nm, d, p: [py, "-m", "twisted", "web", "--listen",
                                f"tcp:{p}:interface=127.0.0.1", "--path", str(d)]),
+    Spec("twisted-conch", "pypi", "twisted",
+         lambda py, nm, d, p: [py, "-m", "twisted", "conch", "-p",
+                               f"tcp:{p}:interface=127.0.0.1", "-d", str(d)],
+         setup=lambda d, p: _ckeygen(d)),
+    Spec("gunicorn-pypi", "pypi", "gunicorn",
+         lambda py, nm, d, p: [py, "-m", "gunicorn", "-b", f"127.0.0.1:{p}", "app:app"],
+         (("app.py", WSGI_APP),)),
+    Spec("uvicorn-pypi", "pypi", "uvicorn",
+         lambda py, nm, d, p: [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(p),
+                               "asgi:app"],
+         (("asgi.py", ASGI_APP),)),
     Spec("wsgiref", "python", "python",
          lambda py, nm, d, p: [py, "srv.py", str(p)],
          (("app.py", WSGI_APP), ("srv.py", WSGIREF_APP))),
@@ -452,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     only = {n for n in args.only.split(",") if n}
     _set_debs(args.debs)
+    _PYTHON[0] = args.python
     for spec in SPECS:
         if only and spec.name not in only:
             continue
