@@ -251,6 +251,43 @@ def krb5kdc() -> Iterator[Daemon]:
                          proc.pid, extra={"realm": KRB_REALM})
 
 
+@contextlib.contextmanager
+def varnish() -> Iterator[Daemon]:
+    """varnishd in the foreground on a free port, its backend a port nobody listens on."""
+    binary = _require("/usr/sbin/varnishd", "varnish")
+    version = dpkg_version("varnish")
+    with _workdir("varnish") as d:
+        port, dead = free_port(), free_port()
+        os.chmod(d, 0o755)  # varnishd reads the VCL after dropping to its own users
+        vcl = d / "default.vcl"
+        vcl.write_text(f'vcl 4.1;\nbackend default {{ .host = "{HOST}"; .port = "{dead}"; }}\n')
+        log = d / "varnishd.log"
+        argv = [binary, "-F", "-a", f"{HOST}:{port}", "-f", str(vcl), "-n", str(d / "work"),
+                "-s", "malloc,16m", "-T", "none", "-p", "thread_pools=1", "-p", "thread_pool_min=5"]
+        with _running(argv, log) as proc:
+            _wait_tcp(port, proc, "varnishd", log)
+            yield Daemon("varnish", "varnish", version, [Endpoint("varnish", port)], d, log, proc.pid)
+
+
+@contextlib.contextmanager
+def haproxy() -> Iterator[Daemon]:
+    """HAProxy in the foreground: one HTTP frontend on a free port, no server behind it."""
+    binary = _require("/usr/sbin/haproxy", "haproxy")
+    version = dpkg_version("haproxy")
+    with _workdir("haproxy") as d:
+        port = free_port()
+        cfg = d / "haproxy.cfg"
+        cfg.write_text(
+            f"global\n  pidfile {d}/haproxy.pid\ndefaults\n  mode http\n  timeout connect 1s\n"
+            f"  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind {HOST}:{port}\n"
+            "  default_backend none\nbackend none\n"
+        )
+        log = d / "haproxy.log"
+        with _running([binary, "-db", "-f", str(cfg)], log) as proc:
+            _wait_tcp(port, proc, "haproxy", log)
+            yield Daemon("haproxy", "haproxy", version, [Endpoint("haproxy", port)], d, log, proc.pid)
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -303,7 +340,8 @@ if __name__ == "__main__":
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
                                       "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
-                                      "prosody": prosody, "krb5kdc": krb5kdc}[name]())
+                                      "prosody": prosody, "krb5kdc": krb5kdc,
+                                      "varnish": varnish, "haproxy": haproxy}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -46,6 +46,8 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "smbd1": stack.enter_context(daemons_post.smbd(smb1=True)),
             "prosody": stack.enter_context(daemons_post.prosody()),
             "krb5kdc": stack.enter_context(daemons_post.krb5kdc()),
+            "varnish": stack.enter_context(daemons_post.varnish()),
+            "haproxy": stack.enter_context(daemons_post.haproxy()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -91,7 +93,8 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     d = post_set
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
-           d["slapd"].port, d["smbd"].port, d["prosody"].port, d["krb5kdc"].port]
+           d["slapd"].port, d["smbd"].port, d["prosody"].port, d["krb5kdc"].port, d["varnish"].port,
+           d["haproxy"].port]
     udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"], d["krb5kdc"].port]
     bundled = servprobe.load_db("bundled")
     runs = {
@@ -286,6 +289,19 @@ def test_kerberos_krb_error(post_set: dict[str, Daemon], scans: dict[str, Any]) 
     assert nu["service"].get("name") in (None, "unknown")
     assert u.service == "kerberos-sec", "\n".join(t for t in scans["trace"] if "post krb5" in t)
     assert _script(u, "krb5-info").elements["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN"
+
+
+def test_varnish_and_haproxy(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    v = post_set["varnish"]
+    r, n = _pair(scans, "tcp", v.port)
+    assert r.product == n["service"]["product"] == "Varnish http accelerator"
+    # beyond nmap: Via says "varnish (Varnish/7.1)", the package's major.minor
+    assert "version" not in n["service"] and upstream_version(v.version).startswith(r.version + ".")
+    h = post_set["haproxy"]
+    r, n = _pair(scans, "tcp", h.port)
+    # deliberate difference: nmap 7.93 names no product for HAProxy's own 503 page
+    assert "product" not in n["service"]
+    assert (r.service, r.product) == ("http", "HAProxy http proxy")
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

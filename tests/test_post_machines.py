@@ -369,6 +369,25 @@ def test_http_server_header_fills_product_only_when_missing() -> None:
     assert http.split_server("Apache Tomcat/9.0 (x)") == ("Apache Tomcat", "9.0")
 
 
+def test_http_proxies_named_by_what_they_send() -> None:
+    varnish = b"HTTP/1.1 503 Backend fetch failed\r\nServer: Varnish\r\nX-Varnish: 3\r\nVia: 1.1 varnish (Varnish/7.1)\r\n\r\n"
+    _, f = _run(http.HttpMachine, varnish, _result("http-proxy", product="Varnish http accelerator"))
+    assert f.fields == {"product": "Varnish http accelerator", "version": "7.1"}
+    _, f = _run(http.HttpMachine, varnish, _result("http", product="nginx"))
+    assert "product" not in f.fields  # the walk named another product: kept
+    page = b"<html><body><h1>503 Service Unavailable</h1>\n" + http.HAPROXY_503 + b"\n</body></html>\n"
+    answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n" % len(page)
+    m = http.HttpMachine(_result(None))
+    m.start(0.0)
+    m.feed(answer + page[:20], 0.0)
+    assert not m.done  # waits for the announced body
+    m.feed(page[20:], 0.0)
+    assert m.done and m.finish().fields == {"product": "HAProxy http proxy"}
+    huge = b"HTTP/1.1 200 OK\r\ncontent-length: 99999999\r\n\r\n"
+    m, _ = _run(http.HttpMachine, huge)
+    assert m.done  # too long a body is not waited for
+
+
 def test_https_redirect_same_port_only() -> None:
     answer = b"HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:9999/\r\n\r\n"
     _, f = _run(http.HttpMachine, answer, _result("http"))

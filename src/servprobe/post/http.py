@@ -6,7 +6,9 @@ http-server-header; when no probe-file line named the product, it becomes the pr
 version ("Foo/1.2 (Unix)" → product Foo, version 1.2; nmap puts the whole header in the
 product). A redirect (3xx) of a plain-HTTP service to `https://` on the same port means
 the port really speaks TLS (a server answering plain requests on its TLS port, nginx's
-`error_page 497`): reported as https-redirect, and the tunnel becomes ssl.
+`error_page 497`): reported as https-redirect, and the tunnel becomes ssl. Proxies named by
+what they send (http-proxy-software): Varnish by its Via ("varnish (Varnish/7.1)") or
+X-Varnish header, HAProxy by the 503 page it writes itself when no server is up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from servprobe.post.base import (
 from servprobe.result import ScriptResult, ServiceResult
 
 MAX_HEAD = 16384
+MAX_BODY = 4096
+_VIA_VARNISH = re.compile(r"\bvarnish \(Varnish/(\d[\w.]*)\)", re.IGNORECASE)
+# the 503 page HAProxy writes itself when no server is up (its own error text)
+HAPROXY_503 = b"No server is available to handle this request."
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})")
 _PRODUCT = re.compile(r"^([A-Za-z][\w.+-]*(?: [A-Za-z][\w.+-]*)*)(?:/(\d[\w.+~-]*))?")
 
@@ -43,6 +49,7 @@ class HttpMachine(Buffered):
         super().__init__(result)
         self.status: int | None = None
         self.headers: dict[str, str] = {}
+        self.body = b""
 
     def start(self, now: float) -> list[bytes]:
         host = target_name(self.result)
@@ -54,14 +61,27 @@ class HttpMachine(Buffered):
         end = self.buf.find(b"\r\n\r\n")
         if end < 0 and len(self.buf) < MAX_HEAD:
             return []
-        self.done = True
-        head = self.buf[: end if end >= 0 else MAX_HEAD]
-        self._read(head)
+        if end >= 0 and self.status is None:
+            self._read(self.buf[:end])
+        # a short page (an error page names its server) is read whole; anything else stops here
+        try:
+            length = int(self.headers.get("content-length", "-1"))
+        except ValueError:
+            length = -1
+        body = self.buf[end + 4 :] if end >= 0 else b""
+        if end < 0 or not 0 <= length <= MAX_BODY or len(body) >= length:
+            self.done = True
+            if end < 0:
+                self._read(self.buf[:MAX_HEAD])
+            self.body = body[:MAX_BODY]
         return []
 
     def eof(self, now: float) -> None:
         if not self.done:
-            self._read(self.buf[:MAX_HEAD])
+            end = self.buf.find(b"\r\n\r\n")
+            if self.status is None:
+                self._read(self.buf[: end if end >= 0 else MAX_HEAD])
+            self.body = self.buf[end + 4 :][:MAX_BODY] if end >= 0 else b""
         self.done = True
 
     def _read(self, head: bytes) -> None:
@@ -88,6 +108,7 @@ class HttpMachine(Buffered):
                     f.fields["version"] = version
         if not self.result.service:
             f.service = "http"
+        self._proxies(f)
         location = self.headers.get("location", "")
         if 300 <= self.status < 400 and self.result.tunnel != "ssl" and location.lower().startswith("https://"):
             try:
@@ -103,6 +124,25 @@ class HttpMachine(Buffered):
         if f.script is None and not f.more and not f.fields and not f.service:
             return None
         return f
+
+
+    def _proxies(self, f: Finding) -> None:
+        """Varnish (Via/X-Varnish) and HAProxy (its own 503 page), named by what they send."""
+        via = self.headers.get("via", "")
+        walk = self.result.product or ""
+        m = _VIA_VARNISH.search(via)
+        if m or "x-varnish" in self.headers:
+            f.more.append(ScriptResult("http-proxy-software", "Varnish" + (f" {m.group(1)} (Via: {via})" if m else ""),
+                                       {"software": "Varnish", "Via": via, "X-Varnish": self.headers.get("x-varnish", "")}))
+            if not walk or walk.startswith("Varnish"):
+                f.fields["product"] = "Varnish http accelerator"
+                if m:
+                    f.fields["version"] = m.group(1)
+        elif self.status == 503 and HAPROXY_503 in self.body:
+            f.more.append(ScriptResult("http-proxy-software", "HAProxy (its 503 page: no server up)",
+                                       {"software": "HAProxy", "evidence": HAPROXY_503.decode()}))
+            if not walk:
+                f.fields["product"] = "HAProxy http proxy"
 
 
 def _web(r: ServiceResult) -> bool:
