@@ -10,7 +10,8 @@ over every example and over tests/data/eval/field-shapes*.json (real-world banne
 written from documentation, each with the product and version the banner really comes
 from; the -holdout set was written after the lines and no line was changed for it). tests/data/eval/baseline.json holds the figures recorded when the lines were
 written; a change that lowers one fails. Record new figures after an improvement with
-`python tests/test_bundled_db.py --record` (and say so in the commit).
+`python tests/test_bundled_db.py --record` (and say so in the commit);
+`python tests/test_bundled_db.py --compare [FILE]` prints ours beside nmap's file (or FILE).
 """
 
 from __future__ import annotations
@@ -315,5 +316,41 @@ def _record() -> None:
     print(json.dumps(doc, indent=1))
 
 
+def _compare() -> None:
+    """Print the figures of our file beside another file's (default nmap's) on the same sets,
+    and how often our reading of each real capture agrees with that file's hard match."""
+    other_path = next((a for a in sys.argv[2:] if not a.startswith("-")),
+                      "/usr/share/nmap/nmap-service-probes")
+    ours, other = servprobe.load_db(str(DB_PATH)), servprobe.load_db(other_path)
+    a, b = figures(ours), figures(other)
+    print(f"identified / version right / named wrongly (%): ours | {other_path}")
+    for set_name in ("field-shapes-holdout", "field-shapes"):
+        for proto in sorted(a[set_name]):
+            fa, fb = a[set_name][proto], b[set_name].get(proto, {})
+            show = lambda f: " / ".join(str(f.get(k)) for k in  # noqa: E731
+                                        ("identified_pct", "version_right_pct", "wrong_pct"))
+            print(f"  {set_name:20} {proto:6} n={fa['total']:<4} {show(fa):22} | {show(fb)}")
+    same_service = same_product = with_product = n = 0
+    for e in ex.read_examples(EXAMPLES):
+        if not e.source.startswith("real capture"):
+            continue
+        try:
+            theirs = other.match(e.probe, e.response, e.proto)  # type: ignore[arg-type]
+        except KeyError:
+            continue
+        if theirs is None or theirs.soft:
+            continue
+        mine = ours.match(e.probe, e.response, e.proto)  # type: ignore[arg-type]
+        n += 1
+        same_service += mine is not None and mine.service == theirs.service
+        if theirs.product:
+            with_product += 1
+            same_product += mine is not None and mine.product == theirs.product
+    print(f"real captures that file hard-matches: {n}; same service {100 * same_service / n:.1f}%,"
+          f" its product name {100 * same_product / with_product:.1f}% of {with_product}")
+
+
 if __name__ == "__main__" and "--record" in sys.argv:
     _record()
+if __name__ == "__main__" and "--compare" in sys.argv:
+    _compare()
