@@ -131,3 +131,67 @@ def test_engine_options_regex_timeout_reaches_the_matcher() -> None:
             c.close()
     assert db.matcher.timeouts >= 1
     assert r.service is None or r.method != "probed" or r.service != "slow"
+
+
+def test_a_slow_match_does_not_stall_the_event_loop() -> None:
+    # bug 10 (issue 11): regex matching ran on the event-loop thread, so one hostile response
+    # stalled every connection (and every latency the speculation rules read) for up to the
+    # regex timeout. This line backtracks exponentially on 40 "a"s and a "b": each search
+    # runs its full 0.5 s. Before the fix the loop's heartbeat stopped for ≥ 0.5 s.
+    import socket
+    import threading
+
+    from servprobe.probes.parser import parse_bytes
+
+    db, errors = parse_bytes(b"Probe TCP NULL q||\ntotalwaitms 2000\nmatch slow m%^(a|aa)+$%\n", "slow-probes")
+    assert not [e for e in errors if not e.is_warning], errors
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.05)
+    conns: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.sendall(b"a" * 40 + b"b")
+            conns.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    gaps: list[float] = []
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def heartbeat() -> None:
+            last = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.create_task(heartbeat())
+        target = ServiceTarget("127.0.0.1", srv.getsockname()[1], "tcp")
+        await run_service_scan(db, [target], EngineOptions(regex_timeout=0.5, sequential=True), lambda r: None)
+        stop.set()
+        await beat
+
+    try:
+        t = time.monotonic()
+        asyncio.run(go())
+        elapsed = time.monotonic() - t
+    finally:
+        done.set()
+        thread.join()
+        srv.close()
+        for c in conns:
+            c.close()
+    assert db.matcher.timeouts >= 1 and elapsed >= 0.5  # the slow search did run
+    assert max(gaps) < 0.15, max(gaps)  # before the fix: the whole search (0.25-0.5 s)

@@ -11,8 +11,10 @@ closes, and one timer per service for the machine's `Wait(deadline)`. No service
 of its own except while a connect is in flight; socket callbacks feed the machine directly.
 
 Limits: services in progress (global and per host), speculative connections (per host and
-global, from RLIMIT_NOFILE, whose soft limit is raised to the hard one), a per-host timeout,
-bytes kept per response (the machine), regex time per call (the matcher).
+global, from RLIMIT_NOFILE, whose soft limit is raised to the hard one), a per-host timeout
+(the scan runner's deadline, ServiceTarget.deadline), bytes kept per response (the machine),
+regex time per call (EngineOptions.regex_timeout, every line). Steps that read data — and so
+run the patterns — go to one engine thread (_Stepper), so a slow match never stalls the loop.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import contextlib
 import dataclasses
 import os
 import socket
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from servprobe.engine.events import Fault
@@ -34,6 +38,7 @@ from servprobe.engine.state import (
     Connect,
     Connected,
     ConnectFailed,
+    Data,
     Note,
     Report,
     Send,
@@ -122,6 +127,24 @@ def _stderr_trace(line: str) -> None:
     print(terminal_safe(line), file=sys.stderr, flush=True)
 
 
+class _Stepper:
+    """Runs the scan's machine steps one at a time, keeping regex matching off the loop.
+
+    A step that reads data (a Data event) may run many patterns (up to the per-call regex
+    timeout each), so it goes to one engine thread (`regex` releases the GIL while it
+    searches: the loop keeps reading sockets and stamping times). Other steps run on the
+    loop when no step is running there; one lock makes steps of all machines mutually
+    exclusive (they share connection budgets), and a machine's steps stay in order (once one
+    of its steps waits for the engine thread, the following ones queue behind it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="servprobe-match")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 class _Runner:
     """Carries out one machine's actions; feeds it socket events and timer expiries."""
 
@@ -142,6 +165,9 @@ class _Runner:
         self.timer: asyncio.TimerHandle | None = None
         self.host_timer: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[ServiceResult] = self.loop.create_future()
+        self.stepper: _Stepper | None = None
+        self.queued = 0  # steps of this machine waiting for (or on) the engine thread
+        self.cancelled = False
         addr = target.address
         self.where = f"[{addr}]:{target.port}" if ":" in addr else f"{addr}:{target.port}"
         if host_deadline is not None:
@@ -152,14 +178,54 @@ class _Runner:
             self.tracer(self.where, text)
 
     def start(self) -> None:
-        self._do(self.m.start(self.loop.time()))
+        now = self.loop.time()
+        self.step(lambda: self.m.start(now))
 
     def feed(self, ev: Event) -> None:
         if self.done.done():
             return
         if self.tracer is not None:
             self._trace_event(ev)
-        self._do(self.m.handle(ev, self.loop.time()))
+        now = self.loop.time()  # the event's time, whenever its step runs
+        self.step(lambda: self.m.handle(ev, now), offload=isinstance(ev, Data))
+
+    def step(self, fn: Callable[[], list[Action]], offload: bool = False) -> None:
+        """Run one machine step (see _Stepper) and carry out its actions on the loop."""
+        st = self.stepper
+        if st is None:
+            self._do(fn())
+            return
+        if not offload and not self.queued and st.lock.acquire(blocking=False):
+            try:
+                actions = fn()
+            finally:
+                st.lock.release()
+            self._do(actions)
+            return
+        self.queued += 1
+        try:
+            st.pool.submit(self._off_loop, st, fn)
+        except RuntimeError:  # the scan is shutting down
+            self.queued -= 1
+
+    def _off_loop(self, st: _Stepper, fn: Callable[[], list[Action]]) -> None:
+        actions: list[Action] | None = None
+        error: BaseException | None = None
+        if not self.cancelled and not self.done.done():
+            with st.lock:
+                try:
+                    actions = fn()
+                except BaseException as exc:  # raised on the loop, as an inline step would
+                    error = exc
+        with contextlib.suppress(RuntimeError):  # loop closed: nothing left to do
+            self.loop.call_soon_threadsafe(self._back, actions, error)
+
+    def _back(self, actions: list[Action] | None, error: BaseException | None) -> None:
+        self.queued -= 1
+        if error is not None:
+            raise error
+        if actions and not self.cancelled and not self.done.done():
+            self._do(actions)
 
     def _trace_event(self, ev: Event) -> None:
         from servprobe.engine.state import Closed, Data
@@ -236,7 +302,8 @@ class _Runner:
         self.host_timer = None
         if not self.done.done():
             self._log("host timeout")
-            self._do(self.m.abort(self.loop.time(), "host timeout"))
+            now = self.loop.time()
+            self.step(lambda: self.m.abort(now, "host timeout"))
 
     def _close(self, conn: int) -> None:
         task = self.connecting.pop(conn, None)
@@ -255,6 +322,7 @@ class _Runner:
 
     def cancel(self) -> None:
         """Release everything (normal end, cancellation, error)."""
+        self.cancelled = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -420,6 +488,7 @@ async def run_service_scan(
     limits = Limits(options)
     planner = Planner(db)
     timed_db = _TimedDB(db, options.regex_timeout)
+    stepper = _Stepper()  # matching off the loop (issue 11, bug 10)
     wakers: dict[int, _Runner] = {}
     faults: list[str] = []
     tracer = _Tracer(trace, options.version_trace)
@@ -448,11 +517,12 @@ async def run_service_scan(
             target = dataclasses.replace(target, table_name=service_name(target.port, target.proto))
         machine = ServiceMachine(target, timed_db, planner, options, host.budget)
         runner = _Runner(machine, target, tracer, deadline)
+        runner.stepper = stepper
         runner.wakers, runner.debug, runner.faults = wakers, options.debug, faults
         wakers[machine.key] = runner
         try:
             if deadline is not None and now >= deadline:
-                runner._do(machine.abort(now, "host timeout"))
+                runner.step(lambda: machine.abort(now, "host timeout"))
             else:
                 runner.start()
             result = await runner.done
@@ -516,6 +586,7 @@ async def run_service_scan(
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        stepper.close()
     if errors:
         raise errors[0]
 
