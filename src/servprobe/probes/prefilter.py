@@ -233,7 +233,8 @@ class HyperscanPrefilter:
         hits: list[int] = []
         if f.db is not None:
             with self._lock:
-                f.db.scan(data, match_event_handler=_collect, context=hits)
+                # positional (match_event_handler, flags, context): keywords cost ~2 µs here
+                f.db.scan(data, _collect, 0, hits)
         if f.always:
             return sorted(set(hits).union(f.always))
         hits.sort()
