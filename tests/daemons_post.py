@@ -288,6 +288,32 @@ def haproxy() -> Iterator[Daemon]:
             yield Daemon("haproxy", "haproxy", version, [Endpoint("haproxy", port)], d, log, proc.pid)
 
 
+@contextlib.contextmanager
+def xinetd_time() -> Iterator[Daemon]:
+    """xinetd's internal RFC 868 time service, TCP and UDP, on one free port (own config)."""
+    binary = _require("/usr/sbin/xinetd", "xinetd")
+    version = dpkg_version("xinetd")
+    with _workdir("xinetd") as d:
+        port = free_port(udp_too=True)
+        conf = d / "xinetd.conf"
+        blocks = []
+        for kind, sock in (("stream", "stream"), ("dgram", "dgram")):
+            proto = "tcp" if kind == "stream" else "udp"
+            blocks.append(
+                f"service time\n{{\n  type = INTERNAL UNLISTED\n  id = time-{kind}\n"
+                f"  socket_type = {sock}\n  protocol = {proto}\n  port = {port}\n  user = root\n"
+                f"  wait = {'yes' if kind == 'dgram' else 'no'}\n  bind = {HOST}\n}}\n"
+            )
+        conf.write_text("defaults\n{\n  instances = 60\n}\n" + "".join(blocks))
+        log = d / "xinetd.log"
+        argv = [binary, "-dontfork", "-f", str(conf), "-pidfile", str(d / "xinetd.pid"), "-filelog", str(log)]
+        with _running(argv, d / "stderr.log") as proc:
+            _wait_tcp(port, proc, "xinetd", d / "stderr.log", (log,))
+            yield Daemon("xinetd", "xinetd", version,
+                         [Endpoint("xinetd-time", port), Endpoint("xinetd-time-udp", port, "udp")],
+                         d, log, proc.pid)
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -341,7 +367,7 @@ if __name__ == "__main__":
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
                                       "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
                                       "prosody": prosody, "krb5kdc": krb5kdc,
-                                      "varnish": varnish, "haproxy": haproxy}[name]())
+                                      "varnish": varnish, "haproxy": haproxy, "xinetd_time": xinetd_time}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

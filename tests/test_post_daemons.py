@@ -29,7 +29,8 @@ from servprobe.net.driver import new_event_loop, run_service_scan
 
 pytestmark = pytest.mark.daemon
 
-NMAP_TCP_SCRIPTS = "amqp-info,http-server-header,redis-info,memcached-info,smb2-security-mode,smb2-time"
+NMAP_TCP_SCRIPTS = ("amqp-info,http-server-header,redis-info,memcached-info,smb2-security-mode,smb2-time,"
+                    "rfc868-time")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "krb5kdc": stack.enter_context(daemons_post.krb5kdc()),
             "varnish": stack.enter_context(daemons_post.varnish()),
             "haproxy": stack.enter_context(daemons_post.haproxy()),
+            "time": stack.enter_context(daemons_post.xinetd_time()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -94,8 +96,8 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
            d["slapd"].port, d["smbd"].port, d["prosody"].port, d["krb5kdc"].port, d["varnish"].port,
-           d["haproxy"].port]
-    udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"], d["krb5kdc"].port]
+           d["haproxy"].port, d["time"].port]
+    udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"], d["krb5kdc"].port, d["time"].port]
     bundled = servprobe.load_db("bundled")
     runs = {
         # the scripts are named so their output shows (-sV alone runs them silently)
@@ -104,7 +106,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
                 "--script-args", f"smbport={d['smbd'].port}"],
         # intensity 4 still reaches SNMPv1public (rarity 4) and keeps nmap's UDP run short
         "udp": ["nmap", "-sU", "-sV", "--version-intensity", "4", "-Pn", "-p", ",".join(map(str, udp)),
-                "--script", "snmp-info,snmp-sysdescr"],
+                "--script", "snmp-info,snmp-sysdescr,rfc868-time"],
         # only our bundled database names MQTT and git on free ports; nmap reads it (--versiondb)
         "mqtt": ["nmap", "-sV", "-Pn", "-p", f"{d['mosquitto'].port},{d['git'].port}", "--versiondb", str(bundled.path),
                  "--script", "mqtt-subscribe", "--script-args",
@@ -302,6 +304,18 @@ def test_varnish_and_haproxy(post_set: dict[str, Daemon], scans: dict[str, Any])
     # deliberate difference: nmap 7.93 names no product for HAProxy's own 503 page
     assert "product" not in n["service"]
     assert (r.service, r.product) == ("http", "HAProxy http proxy")
+
+
+def test_rfc868_time_equals_nmap(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    from datetime import datetime
+
+    port = post_set["time"].port
+    for proto in ("tcp", "udp"):
+        r, n = _pair(scans, proto, port)
+        assert (r.service, r.extrainfo) == (n["service"]["name"], n["service"]["extrainfo"]) == ("time", "32 bits")
+        ours = datetime.fromisoformat(_script(r, "rfc868-time").output)
+        theirs = datetime.fromisoformat(n["scripts"]["rfc868-time"][0])
+        assert abs((ours - theirs).total_seconds()) < 120, proto  # both read the same clock, minutes apart at most
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -357,6 +357,26 @@ def test_kerberos_as_req_and_krb_error() -> None:
         _run(kerberos.KrbUdp, err[:cut])
 
 
+# ------------------------------------------------------------------ RFC 868
+
+
+def test_rfc868() -> None:
+    from servprobe.post import rfc868
+
+    stamp = (1_796_206_272 + rfc868.EPOCH_1900).to_bytes(4, "big")  # 2026-12-02T10:11:12Z
+    m = rfc868.TimeMachine(_result("time"))
+    assert m.start(0.0) == []
+    m.feed(stamp, 1_796_206_270.0)
+    m.eof(0.0)
+    f = m.finish()
+    assert f.script.output == "2026-12-02T10:11:12" and f.fields == {"extrainfo": "32 bits"}
+    assert f.script.elements["clock skew"] == "+2s"
+    for bad in (b"", b"abc", b"abcde"):
+        _, f = _run(rfc868.TimeMachine, bad, eof=True)
+        assert f is None
+    assert rfc868.TimeUdp(_result("time", proto="udp")).start(0.0) == [b"\n"]
+
+
 # ------------------------------------------------------------------ HTTP, Redis, memcached
 
 

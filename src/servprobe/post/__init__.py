@@ -23,6 +23,7 @@ from servprobe.post import (
     memcached,
     mqtt,
     redis,
+    rfc868,
     smb,
     snmp,
     xmpp,
@@ -53,6 +54,8 @@ REGISTRY: tuple[PostProcessor, ...] = (
     xmpp.POST_NAME,
     kerberos.POST_UDP,
     kerberos.POST_TCP,
+    rfc868.POST_TCP,
+    rfc868.POST_UDP,
     smb.POST,
     smb.POST_SMB1,  # after SMB2: a version SMB1 states replaces the dropped guess
     fpstrings.POST_TCP,
