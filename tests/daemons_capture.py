@@ -14,7 +14,7 @@ runs this file (no slow daemon starts there). Usage:
         --node-modules /path/to/node_modules [--only waitress,tornado] [--out DIR]
 
 Debian packages: the installed ones (inn2 h2o haproxy varnish cyrus-imapd cyrus-pop3d
-mini-httpd webfs privoxy lsh-server micro-httpd tinysshd socat) run from private
+mini-httpd webfs privoxy lsh-server caddy inspircd micro-httpd tinysshd socat) run from private
 configurations; exim4-daemon-light, opensmtpd and inetutils-ftpd conflict with the suite's
 Postfix / vsftpd, so `--debs DIR` names where `apt-get download` put their .deb files,
 unpacked into the work directory and run from there.
@@ -120,6 +120,7 @@ class Spec:
     # what the capture says, besides the probes: extra (label, bytes to send) exchanges whose
     # answer is stored as that label's probe (e.g. NNTP's MODE READER hands over to nnrpd)
     extra: tuple[tuple[str, bytes], ...] = ()
+    wait: float = 2.0  # seconds a non-NULL probe's answer may take (IRC registers slowly)
 
 
 H2O_CONF = """\
@@ -235,6 +236,31 @@ def _ckeygen(d: Path) -> dict[str, str]:
 
 
 _PYTHON = [sys.executable]  # set by main(): the --python interpreter
+
+
+def _caddy_setup(d: Path, port: int) -> dict[str, str]:
+    """Caddy serving a directory; no admin endpoint, no automatic HTTPS, storage in d."""
+    _www_setup(d, port)
+    (d / "Caddyfile").write_text(
+        f"{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/data\n}}\n"
+        f"http://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\troot * {d}/www\n"
+        "\tfile_server\n}\n")
+    return {}
+
+
+def _inspircd_setup(d: Path, port: int) -> dict[str, str]:
+    (d / "motd").write_text("servprobe capture\n")
+    (d / "inspircd.conf").write_text(
+        '<server name="irc.example.invalid" description="servprobe capture" network="Example">\n'
+        '<admin name="nobody" nick="nobody" email="nobody@example.invalid">\n'
+        f'<bind address="127.0.0.1" port="{port}" type="clients">\n'
+        '<connect allow="*" timeout="60" pingfreq="120" sendq="262144" recvq="8192" '
+        'localmax="100" globalmax="100">\n'
+        f'<pid file="{d}/inspircd.pid">\n'
+        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{d}/ircd.log">\n'
+        f'<files motd="{d}/motd">\n'
+        f'<path configdir="{d}" datadir="{d}" logdir="{d}">\n')
+    return {}
 
 
 def _inetd(port: int, command: str) -> list[str]:
@@ -363,6 +389,12 @@ SPECS = [
     Spec("inetutils-ftpd", "deb", "inetutils-ftpd",
          lambda py, nm, d, p: _inetd(p, f"{d}/root/usr/sbin/ftpd"),
          setup=lambda d, p: (_extract(d, "inetutils-ftpd"), {})[1]),
+    Spec("caddy", "debian", "caddy",
+         lambda py, nm, d, p: ["/usr/bin/caddy", "run", "--config", f"{d}/Caddyfile",
+                               "--adapter", "caddyfile"], setup=_caddy_setup),
+    Spec("inspircd", "debian", "inspircd",
+         lambda py, nm, d, p: ["/usr/sbin/inspircd", "--nofork", f"--config={d}/inspircd.conf"],
+         setup=_inspircd_setup, user="irc", wait=8.0),
     Spec("http-server", "npm", "http-server",
          lambda py, nm, d, p: ["node", str(nm / "http-server" / "bin" / "http-server"), str(d),
                                "-a", "127.0.0.1", "-p", str(p), "-s"]),
@@ -384,7 +416,8 @@ def package_version(spec: Spec, python: str, node_modules: Path) -> str:
                           check=True).stdout.strip()
 
 
-def probe_all(db: ProbeDB, port: int, source: str, show: bool = False) -> list[dict]:
+def probe_all(db: ProbeDB, port: int, source: str, show: bool = False,
+              wait: float = 2.0) -> list[dict]:
     """Every probe on a fresh connection; one example per #@id line that identified a reply."""
     by_line = {line: tag for tag, line in line_ids(db.path).items()}
     chosen: dict[str, dict] = {}
@@ -393,7 +426,7 @@ def probe_all(db: ProbeDB, port: int, source: str, show: bool = False) -> list[d
             continue
         try:
             data = capture.send_tcp("127.0.0.1", port, probe.payload, False,
-                                    4.0 if probe.is_null else 2.0)
+                                    4.0 if probe.is_null else wait)
         except OSError:
             continue
         ident = db.match(probe.name, data, "tcp") if data else None
@@ -448,7 +481,7 @@ def capture_one(spec: Spec, python: str, node_modules: Path, out: Path, show: bo
         with daemons._running(spec.argv(python, node_modules, d, port), log, env=env,
                               cwd=d, preexec=preexec) as proc:
             daemons._wait_tcp(port, proc, spec.name, log)
-            examples = probe_all(db, port, source, show)
+            examples = probe_all(db, port, source, show, spec.wait)
             for label, payload in spec.extra:
                 examples += extra_exchange(db, port, label, payload, source, examples)
     path = out / f"real-{spec.name}-0-tcp.json"
