@@ -314,6 +314,24 @@ def xinetd_time() -> Iterator[Daemon]:
                          d, log, proc.pid)
 
 
+@contextlib.contextmanager
+def coturn() -> Iterator[Daemon]:
+    """coturn's turnserver as a plain STUN server (no TLS/DTLS, no relay users), UDP and TCP."""
+    binary = _require("/usr/bin/turnserver", "coturn")
+    version = dpkg_version("coturn")
+    with _workdir("coturn") as d:
+        port = free_port(udp_too=True)
+        log = d / "turnserver.log"
+        argv = [binary, "-n", "--listening-ip", HOST, "--listening-port", str(port), "--stun-only",
+                "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log",
+                "--pidfile", str(d / "turnserver.pid"), "--db", str(d / "turndb"),
+                "--min-port", "49152", "--max-port", "49200"]
+        with _running(argv, log) as proc:
+            _wait_tcp(port, proc, "turnserver", log)
+            yield Daemon("coturn", "coturn", version,
+                         [Endpoint("coturn", port), Endpoint("coturn-udp", port, "udp")], d, log, proc.pid)
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -367,7 +385,8 @@ if __name__ == "__main__":
             dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
                                       "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
                                       "prosody": prosody, "krb5kdc": krb5kdc,
-                                      "varnish": varnish, "haproxy": haproxy, "xinetd_time": xinetd_time}[name]())
+                                      "varnish": varnish, "haproxy": haproxy, "xinetd_time": xinetd_time,
+                                      "coturn": coturn}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -50,6 +50,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "varnish": stack.enter_context(daemons_post.varnish()),
             "haproxy": stack.enter_context(daemons_post.haproxy()),
             "time": stack.enter_context(daemons_post.xinetd_time()),
+            "coturn": stack.enter_context(daemons_post.coturn()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -107,6 +108,9 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
         # intensity 4 still reaches SNMPv1public (rarity 4) and keeps nmap's UDP run short
         "udp": ["nmap", "-sU", "-sV", "--version-intensity", "4", "-Pn", "-p", ",".join(map(str, udp)),
                 "--script", "snmp-info,snmp-sysdescr,rfc868-time"],
+        # a silent-to-probes UDP port costs nmap every probe's wait: intensity 0 keeps it short
+        "stun": ["nmap", "-sU", "-sV", "--version-intensity", "0", "-Pn", "-p", str(d["coturn"].port),
+                 "--script", "stun-version"],
         # only our bundled database names MQTT and git on free ports; nmap reads it (--versiondb)
         "mqtt": ["nmap", "-sV", "-Pn", "-p", f"{d['mosquitto'].port},{d['git'].port}", "--versiondb", str(bundled.path),
                  "--script", "mqtt-subscribe", "--script-args",
@@ -128,7 +132,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     db = servprobe.load_db()
     targets = [ServiceTarget(HOST, p, "tcp") for p in
                [*tcp, d["nginx"].ports["nginx-https"], d["stunnel"].ports["stunnel-redis"], smb1]]
-    targets += [ServiceTarget(HOST, p, "udp") for p in udp]
+    targets += [ServiceTarget(HOST, p, "udp") for p in [*udp, d["coturn"].port]]
     ours = _our_scan(db, targets, trace)
     ours.update(_our_scan(bundled, [ServiceTarget(HOST, d[n].port, "tcp") for n in ("mosquitto", "git")], trace))
     for t in threads:
@@ -316,6 +320,18 @@ def test_rfc868_time_equals_nmap(post_set: dict[str, Daemon], scans: dict[str, A
         ours = datetime.fromisoformat(_script(r, "rfc868-time").output)
         theirs = datetime.fromisoformat(n["scripts"]["rfc868-time"][0])
         assert abs((ours - theirs).total_seconds()) < 120, proto  # both read the same clock, minutes apart at most
+
+
+def test_stun_software(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["coturn"]
+    r, n = _pair(scans, "udp", d.port)
+    assert (r.service, r.product, r.version) == ("stun", "Coturn", upstream_version(d.version))
+    el = _script(r, "stun-version").elements
+    assert el["software"].startswith(f"Coturn-{upstream_version(d.version)}") and el["mapped"].startswith("127.0.0.1:")
+    # deliberate difference: nmap's stun-version only runs on 3478 or a port already named
+    # stun, and its probes never name this one (and it would put the whole SOFTWARE string
+    # in the product)
+    assert "product" not in n["service"], n
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:

@@ -357,6 +357,28 @@ def test_kerberos_as_req_and_krb_error() -> None:
         _run(kerberos.KrbUdp, err[:cut])
 
 
+# ------------------------------------------------------------------ STUN (RFC 8489 §5, §14.2, §14.14)
+
+
+def test_stun_binding_response() -> None:
+    from servprobe.post import stun
+
+    assert stun.BINDING[:8] == bytes.fromhex("000100002112a442") and len(stun.BINDING) == 20
+    soft = b"Coturn-4.6.1 'Gorst'"
+    xport = 40000 ^ 0x2112
+    xaddr = bytes(a ^ b for a, b in zip(bytes([127, 0, 0, 1]), bytes.fromhex("2112a442"), strict=True))
+    attrs = (struct.pack(">HH", 0x0020, 8) + b"\x00\x01" + struct.pack(">H", xport) + xaddr
+             + struct.pack(">HH", 0x8022, len(soft)) + soft + b"\x00" * (-len(soft) % 4))
+    msg = struct.pack(">HHI", 0x0101, len(attrs), 0x2112A442) + stun.TXID + attrs
+    _, f = _run(stun.StunUdp, msg)
+    assert f.script.elements == {"software": "Coturn-4.6.1 'Gorst'", "mapped": "127.0.0.1:40000"}
+    assert f.fields == {"product": "Coturn", "version": "4.6.1"}
+    _, f = _run(stun.StunUdp, msg[:8] + b"x" * 12 + msg[20:])  # someone else's transaction
+    assert f is None
+    m, f = _run(stun.StunTcp, msg[:30])
+    assert not m.done and f is None
+
+
 # ------------------------------------------------------------------ RFC 868
 
 

@@ -26,6 +26,7 @@ from servprobe.post import (
     rfc868,
     smb,
     snmp,
+    stun,
     xmpp,
 )
 from servprobe.post.base import PostProcessor
@@ -56,6 +57,8 @@ REGISTRY: tuple[PostProcessor, ...] = (
     kerberos.POST_TCP,
     rfc868.POST_TCP,
     rfc868.POST_UDP,
+    stun.POST_UDP,
+    stun.POST_TCP,
     smb.POST,
     smb.POST_SMB1,  # after SMB2: a version SMB1 states replaces the dropped guess
     fpstrings.POST_TCP,
