@@ -21,6 +21,10 @@ from servprobe.escape import printable_bytes
 from servprobe.result import ScriptResult, ServiceResult
 
 MAX_BUFFER = 65536  # bytes a machine keeps from one exchange
+POST_DEADLINE = 3.0  # seconds per post-processor exchange, connect included
+# UDP post-processors that also try every port the walk could not name: a silent port must
+# not hold its result back long (an answer on a LAN takes milliseconds; one resend fits)
+UNKNOWN_UDP_DEADLINE = 1.5
 FIELD_LIMITS = {"product": 80, "version": 80, "hostname": 80, "extrainfo": 256, "ostype": 32,
                 "devicetype": 32}  # nmap's truncation of the version fields
 
@@ -124,6 +128,7 @@ class PostProcessor:
     machine: Callable[[ServiceResult], Machine]
     summary: str  # one line for --help and the docs
     offline: bool = False  # needs no connection (reads the result only)
+    deadline: float = POST_DEADLINE  # seconds for its exchange, connect included
 
 
 def target_name(result: ServiceResult) -> str:

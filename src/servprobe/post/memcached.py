@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 import struct
 
-from servprobe.post.base import Buffered, Finding, Machine, PostProcessor, Trigger, text
+from servprobe.post.base import (
+    UNKNOWN_UDP_DEADLINE,
+    Buffered,
+    Finding,
+    Machine,
+    PostProcessor,
+    Trigger,
+    text,
+)
 from servprobe.result import ScriptResult, ServiceResult
 
 REQUEST_ID = 0x5E1F
@@ -87,4 +95,5 @@ POST_UDP = PostProcessor(
     Trigger(proto="udp", services=SERVICES, ports=frozenset({11211}), when=_unknown_udp),
     MemcachedUdp,
     "memcached version over UDP (frame header)",
+    deadline=UNKNOWN_UDP_DEADLINE,
 )

@@ -1,7 +1,8 @@
 """The asyncio runner of the post-processors: their connections, deadlines and trace.
 
 Every post-processor that applies to a service runs at once, each on its own connection,
-each within POST_DEADLINE seconds (and never past the host's --host-timeout). Connections
+each within its deadline (POST_DEADLINE, shorter for the UDP ones that also try ports the walk
+could not name) and never past the host's --host-timeout. Connections
 come from the host's ConnBudget (the driver's per-host and global limits); when the budget
 is spent (or zero, at -T0/-T1), a post-processor waits for the service's own slot — the one
 its walk no longer uses — so they run one after the other instead of never.
@@ -17,7 +18,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from servprobe.engine.state import describe
-from servprobe.post.base import MAX_BUFFER, Finding, Machine, PostProcessor, apply, target_name
+from servprobe.post.base import (
+    MAX_BUFFER,
+    POST_DEADLINE,
+    Finding,
+    Machine,
+    PostProcessor,
+    apply,
+    target_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +34,6 @@ if TYPE_CHECKING:
     from servprobe.engine.state import ConnBudget
     from servprobe.result import ServiceResult
 
-POST_DEADLINE = 3.0  # seconds per post-processor, connect included
 CONNECT_TIMEOUT = 2.0
 UDP_RESEND = 0.8  # seconds without any answer before a UDP post-processor sends again
 
@@ -66,7 +74,10 @@ class _Slots:
 
     @contextlib.asynccontextmanager
     async def slot(self):  # type: ignore[no-untyped-def]
-        if self.budget is not None and self.budget.try_acquire():
+        if self.budget is None:  # a library caller without limits
+            yield
+            return
+        if self.budget.try_acquire():
             try:
                 yield
             finally:
@@ -88,12 +99,15 @@ async def run_post(
     if not chosen:
         return result
     loop = asyncio.get_running_loop()
-    end = loop.time() + post_deadline
+    # each post-processor has its own deadline once it holds a connection; waiting for one
+    # (a spent budget runs them one after another) is bounded by the sum of them all
+    own = {p.id: min(post_deadline, p.deadline) for p in chosen}
+    end = loop.time() + sum(own.values())
     if deadline is not None:
         end = min(end, deadline)
     slots = _Slots(budget)
     findings = await asyncio.gather(
-        *(_one(result, p, slots, end, trace) for p in chosen), return_exceptions=True
+        *(_one(result, p, slots, end, own[p.id], trace) for p in chosen), return_exceptions=True
     )
     for p, f in zip(chosen, findings, strict=True):
         if isinstance(f, BaseException):
@@ -121,6 +135,7 @@ async def _one(
     p: PostProcessor,
     slots: _Slots,
     end: float,
+    limit: float,
     trace: Callable[[str], None] | None,
 ) -> Finding | None:
     m = p.machine(result)
@@ -138,7 +153,8 @@ async def _one(
     try:
         async with asyncio.timeout(remaining):
             async with slots.slot():
-                await _exchange(result, m, log)
+                async with asyncio.timeout(min(limit, end - loop.time())):
+                    await _exchange(result, m, log)
     except TimeoutError:
         log("deadline reached")
     except (OSError, EOFError, ValueError) as exc:

@@ -14,6 +14,7 @@ import re
 import struct
 
 from servprobe.post.base import (
+    UNKNOWN_UDP_DEADLINE,
     Buffered,
     Finding,
     Machine,
@@ -115,6 +116,7 @@ def _unknown(r: ServiceResult) -> bool:
 
 POST_UDP = PostProcessor("stun-version", Trigger(proto="udp", services=frozenset({"stun"}), ports=frozenset({3478}),
                                                  when=_unknown),
-                         StunUdp, "STUN Binding request: the SOFTWARE attribute and mapped address")
+                         StunUdp, "STUN Binding request: the SOFTWARE attribute and mapped address",
+                         deadline=UNKNOWN_UDP_DEADLINE)
 POST_TCP = PostProcessor("stun-version", Trigger(services=frozenset({"stun"}), ports=frozenset({3478}), tunnel="plain"),
                          StunTcp, "STUN Binding request over TCP")
