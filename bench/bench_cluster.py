@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4, help="listener processes")
     ap.add_argument("--clusters", default="local:1,local:2", help="comma-separated --cluster values")
     ap.add_argument("--db", default=None)
+    ap.add_argument("--shard-size", default=None, help="passed to --cluster runs")
+    ap.add_argument("--no-local", action="store_true", help="skip the local scan")
     args = ap.parse_args()
 
     per_host = 25
@@ -83,11 +85,14 @@ def main() -> None:
             base = ["-sV", "-Pn", "-n", "-p", ports, targets, "--no-store", "--no-progress", "-v"]
             if args.db:
                 base += ["--db", args.db]
-            for mode in ["local", *[c for c in args.clusters.split(",") if c]]:
+            modes = [] if args.no_local else ["local"]
+            for mode in [*modes, *[c for c in args.clusters.split(",") if c]]:
                 out = Path(tmp) / f"{mode.replace(':', '-')}.jsonl"
                 argv = [*base, "-oJ", str(out), "-oN", os.devnull]
                 if mode != "local":
                     argv += ["--cluster", mode]
+                    if args.shard_size:
+                        argv += ["--shard-size", args.shard_size]
                 code, secs, rss, _, err = run_cli(argv)
                 if code != 0:
                     raise SystemExit(f"{mode}: exit {code}\n{err[-2000:]}")

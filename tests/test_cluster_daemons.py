@@ -8,7 +8,8 @@ whose ports are all closed; `--shard-size 3` cuts each host's ports over several
   - one worker (a process this test started) SIGKILLed mid-scan: same results, each port
     exactly once;
   - the scheduler SIGKILLed mid-scan: exit 1 with a clear message, the store keeps what was
-    found (status interrupted), `--resume STORE --cluster local:1` finishes it, same results.
+    found (status interrupted), `--resume STORE --cluster none` finishes it locally, same
+    results.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def test_scheduler_killed_then_resume_finishes(scan_ports, reference, tmp_path: 
     # XML closed and well-formed even so
     ET.parse(tmp_path / "lost.xml")
     code, _, _, _, err2 = run_bounded(
-        [sys.executable, "-m", "servprobe", "--resume", str(store), "--cluster", "local:1"], 300)
+        [sys.executable, "-m", "servprobe", "--resume", str(store), "--cluster", "none"], 300)
     assert code == 0, err2[-3000:]
     assert _final(store) == reference
 

@@ -44,9 +44,10 @@ from servprobe.scan.targets import HostTarget
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler
 WORKER_WAIT = 60.0  # seconds to wait for a first worker
-# shards run at once per local worker process (all on the process's one event loop, see
-# worker.worker_loop): a shard's quiet tail then overlaps the next shard instead of idling
-LOCAL_THREADS = 8
+# shards at once per local worker process. One: measured (bench_cluster.py, 10,000 services)
+# one engine per process with all its services beat several engines splitting them (one
+# 10,000-service shard 62 s; two of 5,000 at once 164 s; eight at once 183 s).
+LOCAL_THREADS = 1
 RETRIES = 2  # reruns of a shard that raised (a dead worker's shards are rerun by Dask anyway)
 
 

@@ -1,7 +1,7 @@
 """Cutting a scan's target × port space into shards, lazily and shuffled.
 
 A shard is a few hosts × a slice of the port list: bounded work (`work` ≈ hosts × ports,
-default 4096 connect attempts), so each task lasts seconds, not hours, and a lost worker
+default 8192 connect attempts), so each task lasts seconds, not hours, and a lost worker
 costs one shard. The target list is read a window at a time (never materialised: a /8 costs
 one window of addresses), and inside a window both the hosts and the shards are shuffled, so
 consecutive shards — and the hosts of one shard — come from all over the window instead of
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from servprobe.scan.ports import PortSelection
 from servprobe.scan.targets import HostTarget
 
-DEFAULT_WORK = 4096
+DEFAULT_WORK = 8192
 MIN_WORK = 1
 WINDOW_SHARDS = 256  # shards generated (and shuffled) together
 WINDOW_HOSTS = 65_536  # most addresses held by one window

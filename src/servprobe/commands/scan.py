@@ -192,7 +192,7 @@ def build_parser() -> _Parser:
     g.add_argument("--resume", metavar="FILE", help="continue the interrupted scan stored in FILE")
     g = p.add_argument_group("many machines (Dask distributed, pip install 'servprobe[dask]')")
     g.add_argument("--cluster", metavar="URL", help="run the scan on a Dask cluster: tcp://HOST:PORT or tls://HOST:PORT (a `dask scheduler`), or local:N worker processes")
-    g.add_argument("--shard-size", type=_int_range(1), metavar="N", help="with --cluster: hosts x ports per task (default: up to 4096)")
+    g.add_argument("--shard-size", type=_int_range(1), metavar="N", help="with --cluster: hosts x ports per task (default: up to 8192)")
     p.add_argument("-V", "--version", action="version", version=f"servprobe {__version__}")
     return p
 
