@@ -2,8 +2,8 @@
 
 Every post-processor that applies to a service runs at once, each on its own connection,
 each within its deadline (POST_DEADLINE, shorter for the UDP ones that also try ports the walk
-could not name) and never past the host's --host-timeout. Connections
-come from the host's ConnBudget (the driver's per-host and global limits); when the budget
+could not name) and never past the host's --host-timeout. Connections come from the host's
+ConnBudget (the driver's per-host and global limits); when the budget
 is spent (or zero, at -T0/-T1), a post-processor waits for the service's own slot — the one
 its walk no longer uses — so they run one after the other instead of never.
 Findings are applied in registry order, so the result does not depend on who answered first.
@@ -101,13 +101,14 @@ async def run_post(
     loop = asyncio.get_running_loop()
     # each post-processor has its own deadline once it holds a connection; waiting for one
     # (a spent budget runs them one after another) is bounded by the sum of them all
-    own = {p.id: min(post_deadline, p.deadline) for p in chosen}
-    end = loop.time() + sum(own.values())
+    own = [min(post_deadline, p.deadline) for p in chosen]
+    end = loop.time() + sum(own)
     if deadline is not None:
         end = min(end, deadline)
     slots = _Slots(budget)
     findings = await asyncio.gather(
-        *(_one(result, p, slots, end, own[p.id], trace) for p in chosen), return_exceptions=True
+        *(_one(result, p, slots, end, limit, trace) for p, limit in zip(chosen, own, strict=True)),
+        return_exceptions=True,
     )
     for p, f in zip(chosen, findings, strict=True):
         if isinstance(f, BaseException):
