@@ -137,3 +137,32 @@ def test_udp_flood_of_foreign_datagrams() -> None:
     result, took = asyncio.run(go())
     assert took < DEADLINE + 1.0
     assert result.scripts == [] and result.version is None and result.state == "open|filtered"
+
+
+def test_a_broken_machine_loses_nothing() -> None:
+    """A bug in one post-processor (an exception) is traced; the result and the others stay."""
+    from servprobe.post.base import Machine, PostProcessor, Trigger
+
+    class Broken(Machine):
+        def start(self, now: float) -> list[bytes]:
+            raise RuntimeError("bug")
+
+    async def hello(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        w.write(b"$30\r\n# Server\r\nredis_version:7.0.15\r\n\r\n")
+        await w.drain()
+
+    async def go() -> tuple[ServiceResult, list[str]]:
+        server = await asyncio.start_server(hello, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        result = ServiceResult("127.0.0.1", port, "tcp", service="redis", product="Walk's", method="probed", conf=10)
+        broken = PostProcessor("broken", Trigger(services=frozenset({"redis"})), Broken, "a bug")
+        lines: list[str] = []
+        try:
+            await run_post(result, [broken, *post.applicable(result)], None, None, lines.append, DEADLINE)
+        finally:
+            server.close()
+        return result, lines
+
+    result, lines = asyncio.run(go())
+    assert result.version == "7.0.15" and any("post broken failed: RuntimeError('bug')" in x for x in lines)
