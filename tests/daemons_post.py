@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -29,6 +30,7 @@ from daemons import (
     dpkg_version,
     free_port,
     read_log,
+    self_signed_cert,
 )
 
 RABBITMQ_START_TIMEOUT = 90.0  # Erlang boots slowly on 2 shared cores
@@ -332,6 +334,36 @@ def coturn() -> Iterator[Daemon]:
                          [Endpoint("coturn", port), Endpoint("coturn-udp", port, "udp")], d, log, proc.pid)
 
 
+@contextlib.contextmanager
+def nginx_redirect() -> Iterator[Daemon]:
+    """nginx with one TLS port that answers plain HTTP with a redirect to https:// on the same
+    port (`error_page 497`), as many sites configure it."""
+    binary = _require("/usr/sbin/nginx", "nginx")
+    version = dpkg_version("nginx")
+    with _workdir("nginx-redirect") as d:
+        port = free_port()
+        cert, key = self_signed_cert(d)
+        for sub in ("html", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (d / sub).mkdir()
+        (d / "html" / "index.html").write_text("<html><body>servprobe</body></html>\n")
+        conf = d / "nginx.conf"
+        conf.write_text(
+            f"daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\n"
+            f"error_log {d}/error.log info;\nevents {{ worker_connections 256; }}\nhttp {{\n"
+            f"  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n"
+            f"  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
+            f"  server {{\n    listen {HOST}:{port} ssl;\n    ssl_certificate {cert};\n"
+            f"    ssl_certificate_key {key};\n    root {d}/html;\n"
+            "    error_page 497 =301 https://$server_addr:$server_port$request_uri;\n  }\n}\n"
+        )
+        log = d / "stderr.log"
+        argv = [binary, "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)]
+        with _running(argv, log, stop_signal=signal.SIGQUIT) as proc:
+            _wait_tcp(port, proc, "nginx", log, (d / "error.log",))
+            yield Daemon("nginx-redirect", "nginx", version, [Endpoint("nginx-redirect", port, tls=True)],
+                         d, d / "error.log", proc.pid)
+
+
 SNMP_COMMUNITY = "public"
 
 
@@ -386,7 +418,7 @@ if __name__ == "__main__":
                                       "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
                                       "prosody": prosody, "krb5kdc": krb5kdc,
                                       "varnish": varnish, "haproxy": haproxy, "xinetd_time": xinetd_time,
-                                      "coturn": coturn}[name]())
+                                      "coturn": coturn, "nginx_redirect": nginx_redirect}[name]())
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

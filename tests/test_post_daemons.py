@@ -51,6 +51,7 @@ def post_set(nginx_daemon: Daemon, redis_daemon: Daemon, memcached_daemon: Daemo
             "haproxy": stack.enter_context(daemons_post.haproxy()),
             "time": stack.enter_context(daemons_post.xinetd_time()),
             "coturn": stack.enter_context(daemons_post.coturn()),
+            "nginx_redirect": stack.enter_context(daemons_post.nginx_redirect()),
             "nginx": nginx_daemon, "redis": redis_daemon, "memcached": memcached_daemon,
             "stunnel": stunnel_daemon,
         }
@@ -97,7 +98,7 @@ def scans(post_set: dict[str, Daemon], tmp_path_factory: pytest.TempPathFactory)
     tmp = tmp_path_factory.mktemp("post-nmap")
     tcp = [d["rabbitmq"].port, d["nginx"].ports["nginx-http"], d["redis"].port, d["memcached"].port,
            d["slapd"].port, d["smbd"].port, d["prosody"].port, d["krb5kdc"].port, d["varnish"].port,
-           d["haproxy"].port, d["time"].port]
+           d["haproxy"].port, d["time"].port, d["nginx_redirect"].port]
     udp = [d["snmpd"].port, d["memcached"].ports["memcached-udp"], d["krb5kdc"].port, d["time"].port]
     bundled = servprobe.load_db("bundled")
     runs = {
@@ -332,6 +333,15 @@ def test_stun_software(post_set: dict[str, Daemon], scans: dict[str, Any]) -> No
     # stun, and its probes never name this one (and it would put the whole SOFTWARE string
     # in the product)
     assert "product" not in n["service"], n
+
+
+def test_https_redirect_equals_nmap(post_set: dict[str, Daemon], scans: dict[str, Any]) -> None:
+    d = post_set["nginx_redirect"]
+    r, n = _pair(scans, "tcp", d.port)
+    # the walk matched nginx's plain-HTTP redirect; https-redirect puts it inside TLS, as nmap's does
+    assert (r.tunnel, r.service, r.product) == (n["service"].get("tunnel"), n["service"]["name"],
+                                                 n["service"]["product"]) == ("ssl", "http", "nginx")
+    assert _script(r, "https-redirect").elements["location"] == f"https://127.0.0.1:{d.port}/"
 
 
 def test_version_trace_shows_exchanges(scans: dict[str, Any]) -> None:
