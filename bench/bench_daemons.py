@@ -6,7 +6,12 @@ library API, nmap's database, default engine options) and with nmap (when instal
 after the other, and prints both wall times, the ratio, and per port whether the answers
 (service, product, version, extrainfo, tunnel) agree.
 
-    python bench/bench_daemons.py [--udp] [--no-version-all] [--runs N]
+The set includes, unless --no-chatty, one unrecognized chatty service (tests/scripted_servers.py
+"chatty": an unknown banner, an unknown reply to every probe, the connection kept open), the
+case issue 11 bounds: nmap reads every probe to its full wait there; servprobe's floor is
+NULL's wait plus one probe wait (about 11 s). Its own time is printed too.
+
+    python bench/bench_daemons.py [--udp] [--no-version-all] [--no-chatty] [--runs N]
     python -m bench          (every benchmark, this one included)
 """
 
@@ -24,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import daemons  # tests/daemons.py: the daemon set
+import scripted_servers  # tests/scripted_servers.py: the chatty unknown service
 import servprobe
 from servprobe.engine.options import EngineOptions, ServiceTarget
 from servprobe.probes.model import ProbeDB
@@ -88,6 +94,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--udp", action="store_true", help="also the UDP endpoints (nmap -sU)")
     ap.add_argument("--no-version-all", action="store_true", help="skip the intensity 9 round")
+    ap.add_argument("--no-chatty", action="store_true", help="without the chatty unknown service")
     ap.add_argument("--runs", type=int, default=2,
                     help="servprobe runs per round; the best is compared (default 2)")
     args = ap.parse_args()
@@ -95,11 +102,18 @@ def main() -> int:
     db = servprobe.load_db(str(NMAP_DB) if NMAP_DB.exists() else None)
     print(f"database: {db.path}")
     t0 = time.monotonic()
-    with daemons.all_daemons() as running:
+    with daemons.all_daemons() as running, scripted_servers.ThreadedServer("chatty") as chatty:
         pairs = [(d, e) for d, e in daemons.endpoints(running)
                  if e.proto == "tcp" or args.udp]
         names = {(e.proto, e.port): e.name for _d, e in pairs}
         targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
+        if not args.no_chatty:
+            names[("tcp", chatty.port)] = "chatty-unknown"
+            targets.append(ServiceTarget("127.0.0.1", chatty.port, "tcp"))
+            t1 = time.monotonic()
+            daemons.servprobe_scan(db, targets[-1:], EngineOptions(), 900.0)
+            print(f"chatty unknown service alone: {time.monotonic() - t1:.2f} s "
+                  "(floor: NULL 6 s + one probe wait 5 s)")
         print(f"{len(running)} daemons, {len(targets)} ports, up in "
               f"{time.monotonic() - t0:.1f} s")
         rounds = [7] if args.no_version_all else [7, 9]

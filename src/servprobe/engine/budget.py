@@ -3,8 +3,8 @@
 Pure bookkeeping, no callbacks: a machine refused a connection is queued under its key (an
 integer handed out by `new_key()`, never reused, unlike `id()`); a release returns the key of
 the oldest waiter, which the releasing machine turns into a `Wake(key)` action for its driver.
-A machine that finishes calls `forget(key)`, so no finished machine stays queued and a
-release always wakes a machine that still exists.
+A key leaves the queue when its machine gets a connection or finishes (`forget(key)`), so no
+finished machine stays queued and a release always names a machine that still exists.
 """
 
 from __future__ import annotations
@@ -38,15 +38,26 @@ class ConnBudget:
         if self.parent is not None and not self.parent.try_acquire(key):
             return False
         self.used += 1
+        if key is not None:
+            self.waiting.pop(key, None)  # served here (the parent did the same)
         return True
 
-    def release(self) -> int | None:
-        """Give one connection back; the key of a machine to wake, if one waits for it."""
+    def release(self, exclude: int | None = None) -> int | None:
+        """Give one connection back; the key of a machine to wake, if one waits for it.
+
+        The woken key stays queued (moved to the back) until that machine gets a connection
+        or finishes: a caller that ignores the answer (servprobe.post) loses no wake-up, and
+        a machine woken for a slot it cannot use (another level is full) keeps its turn."""
         self.used -= 1
-        woken = self.parent.release() if self.parent is not None else None
-        if woken is None and self.waiting:
-            woken = next(iter(self.waiting))
-            del self.waiting[woken]
+        woken = self.parent.release(exclude) if self.parent is not None else None
+        if woken is None:
+            for key in self.waiting:
+                if key != exclude:
+                    woken = key
+                    break
+            if woken is not None:
+                del self.waiting[woken]
+                self.waiting[woken] = None
         return woken
 
     def forget(self, key: int) -> None:

@@ -316,8 +316,8 @@ class DirectProvider:
             if not any(a.conn == att.conn for a in self._attempts.values()):
                 self.w.act(Close(att.conn))
             if att.budgeted and self.budget is not None:
-                woken = self.budget.release()
-                if woken is not None and woken != self.key:
+                woken = self.budget.release(exclude=self.key)
+                if woken is not None:
                     self.w.act(Wake(woken))
         if self._null_att is att:
             self._null_att = None

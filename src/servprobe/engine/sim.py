@@ -49,6 +49,9 @@ class ServerModel:
     def on_data(self, conn: int, payload: bytes, since_connect: float, tls: bool) -> list[tuple[float, object]]:
         return []
 
+    def on_close(self, conn: int) -> None:
+        """The connection ended (either side closed it): for servers that count clients."""
+
 
 @dataclass
 class SimRun:
@@ -101,7 +104,8 @@ def simulate(
                     for delay, what in server.on_data(a.conn, a.data, now - at, tls):
                         push(now + rtt + delay, ("out", a.conn, what))
             elif isinstance(a, Close):
-                open_conns.pop(a.conn, None)
+                if open_conns.pop(a.conn, None) is not None:
+                    server.on_close(a.conn)
             elif isinstance(a, Wait):
                 deadline = a.deadline
             elif isinstance(a, Report):
@@ -136,6 +140,7 @@ def simulate(
                 continue
             if what is CLOSE or what is RESET:
                 open_conns.pop(conn, None)
+                server.on_close(conn)
                 run(machine.handle(Closed(conn, reset=what is RESET), now))
             else:
                 run(machine.handle(Data(conn, what), now))
