@@ -1,7 +1,8 @@
 """Time the post-processors (servprobe.post) add to a scan of the real daemon set.
 
-Starts tests/daemons.py's set plus rabbitmq-server, mosquitto and snmpd (tests/daemons_post.py)
-on 127.0.0.1 (root and `make apt` needed), then scans every port with servprobe's library
+Starts tests/daemons.py's set plus every daemon of tests/daemons_post.py (rabbitmq-server,
+mosquitto, snmpd, slapd, git daemon, smbd, prosody, krb5kdc, varnish, haproxy, xinetd's time,
+coturn) on 127.0.0.1 (root and `make apt` needed), then scans every port with servprobe's library
 API, nmap's database, alternately with `--version-scripts none` and `all`, and prints the
 median wall time of each, the difference (target: ≤ 1 s), and which post-processors ran.
 nmap cannot run -sV without its version scripts, so there is no nmap ratio for this figure.
@@ -71,7 +72,8 @@ def main() -> None:
     db = servprobe.load_db()
     with contextlib.ExitStack() as stack:
         running = dict(stack.enter_context(daemons.all_daemons()))
-        for name in ("rabbitmq", "mosquitto", "snmpd"):
+        for name in ("rabbitmq", "mosquitto", "snmpd", "slapd", "git_daemon", "smbd", "prosody",
+                     "krb5kdc", "varnish", "haproxy", "xinetd_time", "coturn"):
             running[name] = stack.enter_context(getattr(daemons_post, name)())
         targets = [ServiceTarget(d.host, e.port, e.proto) for d, e in daemons.endpoints(running)
                    if args.udp or e.proto == "tcp"]
