@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -91,57 +90,18 @@ class _Collector:
 
 
 def _runner(args: argparse.Namespace, emit: Any) -> Any:
-    """A ScanRunner for these options, built as `servprobe.commands.scan._main` builds it."""
-    from servprobe import __version__
-    from servprobe.commands.scan import UsageError, _engine, engine_options, load_probe_db
-    from servprobe.portspec import PortSpecError
+    """A ScanRunner for these options, planned by the scan command's own `plan_scan`."""
+    from servprobe.commands.scan import UsageError, _engine, plan_scan
     from servprobe.report.base import Outputs
-    from servprobe.scan.inputs import InputError, cli_targets
-    from servprobe.scan.ports import PortSelection, select_ports
-    from servprobe.scan.portscan import config_for_timing
-    from servprobe.scan.runner import HOSTGROUP_BY_TIMING, RunConfig, ScanRunner
-    from servprobe.scan.targets import TargetError
+    from servprobe.scan.runner import ScanRunner
 
     try:
-        if args.ipv6 and not args.targets and not args.input_file:
-            args.targets = ["::1"]
-        chosen = cli_targets(
-            args.targets, input_file=args.input_file, input_format=args.input_format,
-            skip_bad=args.skip_bad_input, exclude=args.exclude, exclude_file=args.excludefile,
-            ipv6=args.ipv6, ports=args.ports, exclude_ports=args.exclude_ports,
-        )
-        protos = (["tcp"] if (args.sT or args.sS or not args.sU) else []) + (["udp"] if args.sU else [])
-        if args.fast and args.top_ports:
-            raise ScanError("fast and top_ports cannot be used together")
-        ports = select_ports(protos, spec=args.ports, fast=args.fast, top=args.top_ports,
-                             exclude=args.exclude_ports)
-        if args.sn or args.sL:
-            ports = PortSelection({})
-            args.no_sV = True
-        service_scan = not args.no_sV
-        db = load_probe_db(args.db) if service_scan else None
-        options = engine_options(args)
-        engine = _engine(db, options, None) if service_scan else None
-    except (TargetError, InputError, PortSpecError, UsageError) as exc:
+        plan = plan_scan(args, [])
+        engine = _engine(plan.db, plan.options, None) if plan.db is not None else None
+    except UsageError as exc:
         raise ScanError(str(exc)) from None
-    run = ScanRun(
-        args=[], start=time.time(),
-        db_path=str(getattr(db, "path", "") or "") if db is not None else "",
-        scan_types=["connect" if p == "tcp" else "udp" for p in protos],
-        ports_spec=(PortSelection(chosen.allowed or {}).spec_strings() if chosen.per_port
-                    else ports.spec_strings()),
-        version=__version__, intensity=options.intensity,
-    )
-    pscfg = config_for_timing(args.timing, args.max_parallelism)
-    if args.max_retries is not None:
-        pscfg.retries = args.max_retries
-    config = RunConfig(
-        ports=ports, portscan=pscfg, skip_discovery=args.Pn, reverse_dns=not args.no_dns,
-        host_timeout=args.host_timeout, hostgroup=HOSTGROUP_BY_TIMING.get(args.timing, 256),
-        open_only=args.open_only, list_only=args.sL,
-        verify_listed=chosen.per_port and bool(args.ports),
-    )
-    return ScanRunner(chosen.targets, config, Outputs([_Collector(emit)]), run, engine)
+    return ScanRunner(plan.chosen.targets, plan.config, Outputs([_Collector(emit)]), plan.run,
+                      engine)
 
 
 async def ascan(targets: str | Iterable[str] | None = None, ports: str | None = None,

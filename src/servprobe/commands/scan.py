@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -313,24 +314,24 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
 
 
-def _main(argv: list[str]) -> int:
-    # issue 7 (servprobe.store.cli_hooks): --store/--no-store/--resume are taken out here;
-    # --resume swaps in the argv stored with the interrupted scan
-    # issue 14: `--resume FILE --cluster URL|local:N|none` resumes elsewhere
-    argv, cluster_override = take_resume_override(argv)
-    prepared = store_hooks.prepare(argv)
-    if isinstance(prepared, int):
-        return prepared
-    argv, store_session = prepared
-    if cluster_override is not None:
-        argv = with_cluster(argv, cluster_override)
-    parser = build_parser()
-    args = parser.parse_args(expand_combined(argv))
+@dataclass(slots=True)
+class ScanPlan:
+    """What a scan's options ask for, before any packet: shared by the CLI and servprobe.api."""
 
+    chosen: Any  # servprobe.scan.inputs.ChosenTargets: targets, per-port input, allowed ports
+    protos: list[str]
+    ports: PortSelection
+    db: Any  # ProbeDB, or None without -sV
+    options: EngineOptions
+    run: ScanRun
+    config: RunConfig
+
+
+def plan_scan(args: argparse.Namespace, argv: list[str]) -> ScanPlan:
+    """Targets, ports, probe database, engine options, the run's header and the runner's
+    config from parsed options; bad input raises UsageError naming the offending text."""
     if args.ipv6 and not args.targets and not args.input_file:
         args.targets = ["::1"]
-    if args.targets and (typo := mistyped_subcommand(args.targets[0])):
-        raise UsageError(typo)  # `servprobe dbx`: not a silent "Failed to resolve" scan
     try:
         # issue 15 (servprobe.scan.inputs): -iL may list ports per host (masscan, naabu, ...)
         chosen = cli_targets(
@@ -350,18 +351,6 @@ def _main(argv: list[str]) -> int:
         raise UsageError(str(exc)) from None
     except PortSpecError as exc:
         raise UsageError(f"bad port list: {exc}") from None
-    targets = chosen.targets
-    cluster_spec = ClusterSpec()
-    if args.cluster is not None:
-        try:
-            cluster_spec = parse_cluster_url(args.cluster)
-        except ClusterUrlError as exc:
-            raise UsageError(str(exc)) from None
-        if chosen.per_port:
-            raise UsageError("--cluster does not take per-port target lists (-iL with ports) yet")
-
-    if args.sS:
-        _stderr("-sS needs raw sockets; servprobe runs a TCP connect scan (-sT) instead")
     protos = (["tcp"] if (args.sT or args.sS or not args.sU) else []) + (["udp"] if args.sU else [])
     if args.fast and args.top_ports:
         raise UsageError("-F and --top-ports cannot be used together")
@@ -371,21 +360,13 @@ def _main(argv: list[str]) -> int:
         )
     except PortSpecError as exc:
         raise UsageError(f"bad port list: {exc}") from None
-
     if args.sn or args.sL:
         if args.ports or args.fast or args.top_ports or args.sU:
             raise UsageError(f"{'-sn' if args.sn else '-sL'} scans no ports: drop -p/-F/--top-ports/-sU")
         ports = PortSelection({})
         args.no_sV = True
-    service_scan = not args.no_sV
-    db = load_probe_db(args.db) if service_scan else None
+    db = load_probe_db(args.db) if not args.no_sV else None
     options = engine_options(args)
-
-    reporters, terminal = build_outputs(args)
-    if terminal:
-        reporters.insert(0, NormalReporter(None, reason=args.reason))
-    outputs = Outputs(reporters)
-
     run = ScanRun(
         args=list(argv),
         start=time.time(),
@@ -413,6 +394,45 @@ def _main(argv: list[str]) -> int:
         list_only=args.sL,
         verify_listed=chosen.per_port and bool(args.ports),
     )
+    return ScanPlan(chosen, protos, ports, db, options, run, config)
+
+
+def _main(argv: list[str]) -> int:
+    # issue 7 (servprobe.store.cli_hooks): --store/--no-store/--resume are taken out here;
+    # --resume swaps in the argv stored with the interrupted scan
+    # issue 14: `--resume FILE --cluster URL|local:N|none` resumes elsewhere
+    argv, cluster_override = take_resume_override(argv)
+    prepared = store_hooks.prepare(argv)
+    if isinstance(prepared, int):
+        return prepared
+    argv, store_session = prepared
+    if cluster_override is not None:
+        argv = with_cluster(argv, cluster_override)
+    parser = build_parser()
+    args = parser.parse_args(expand_combined(argv))
+
+    if args.targets and (typo := mistyped_subcommand(args.targets[0])):
+        raise UsageError(typo)  # `servprobe dbx`: not a silent "Failed to resolve" scan
+    plan = plan_scan(args, argv)
+    chosen, targets, ports, db, options = plan.chosen, plan.chosen.targets, plan.ports, plan.db, plan.options
+    cluster_spec = ClusterSpec()
+    if args.cluster is not None:
+        try:
+            cluster_spec = parse_cluster_url(args.cluster)
+        except ClusterUrlError as exc:
+            raise UsageError(str(exc)) from None
+        if chosen.per_port:
+            raise UsageError("--cluster does not take per-port target lists (-iL with ports) yet")
+    if args.sS:
+        _stderr("-sS needs raw sockets; servprobe runs a TCP connect scan (-sT) instead")
+    service_scan = db is not None
+
+    reporters, terminal = build_outputs(args)
+    if terminal:
+        reporters.insert(0, NormalReporter(None, reason=args.reason))
+    outputs = Outputs(reporters)
+
+    run, config, pscfg = plan.run, plan.config, plan.config.portscan
     trace = None
     if args.version_trace:
         def trace(line: str) -> None:
