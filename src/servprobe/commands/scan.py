@@ -168,6 +168,8 @@ def build_parser() -> _Parser:
     g.add_argument("--db", metavar="PATH|bundled|nmap", help="probe database (default: nmap's if installed, else bundled)")
     g.add_argument("--probe-parallelism", type=_int_range(1, 64), metavar="N", help="speculative probe connections per service")
     g.add_argument("--sequential", action="store_true", help="nmap's exact one-probe-at-a-time order and waits")
+    g.add_argument("--max-conn-per-host", type=_int_range(0), metavar="N",
+                   help="speculative connections per host, beyond each service's own one (0: none)")
     g = p.add_argument_group("timing")
     g.add_argument("-T", dest="timing", type=parse_timing, default=3, metavar="0-5", help="timing template (default 3)")
     g.add_argument("--max-parallelism", type=_int_range(1), metavar="N", help="services probed at once")
@@ -274,6 +276,9 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     )
     if args.probe_parallelism is not None:
         opts.probe_parallelism = args.probe_parallelism
+    if args.max_conn_per_host is not None:
+        opts.per_host_connections = args.max_conn_per_host
+    opts.debug = args.debug  # -d: a service's internal error is printed (engine Fault)
     if args.sR:
         opts.rpc_grind = True
     from servprobe.post import SelectionError, select
