@@ -7,9 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopback_listeners import Listener
+from pty_run import run_on_pty
 
 SERVPROBE = [sys.executable, "-m", "servprobe"]
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
@@ -100,31 +99,16 @@ def test_eta_is_honest_while_a_service_is_in_flight(ssh: Listener, probes: Path)
     silent = Listener(None)
     fast = [Listener(SSH_BANNER) for _ in range(4)]
     ports = ",".join(str(p.port) for p in (ssh, silent, *fast))
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvpe(sys.executable, [*SERVPROBE, "--no-store", "--db", str(probes), "-n", "-p", ports,
-                                    "127.0.0.1"], {**os.environ, "COLUMNS": "200", "TERM": "xterm"})
-    screen = b""
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if ready:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                screen += chunk
+        screen, code = run_on_pty(
+            [*SERVPROBE, "--no-store", "--db", str(probes), "-n", "-p", ports,
+             "127.0.0.1"], {**os.environ, "COLUMNS": "200", "TERM": "xterm"}, timeout=60)
     finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
         silent.sock.close()
         for f in fast:
             f.sock.close()
     text = screen.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert code == 0, text
     assert "5 done, 1 in flight" in text
     in_flight = [m.group(0) for m in re.finditer(r"5 done, 1 in flight  ETA [^\r\n\x1b]*", text)]
     assert in_flight and all("ETA 00:00:00" not in s for s in in_flight), in_flight

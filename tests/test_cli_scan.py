@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pty
 import re
-import select
 import shutil
 import signal
 import socket
@@ -22,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pty_run import run_on_pty
 
 # --no-store: tests leave nothing in the user state dir (the store has its own tests)
 SERVPROBE = [sys.executable, "-m", "servprobe", "--no-store"]
@@ -276,31 +276,11 @@ def test_ndiff_compares_two_of_our_xml_files(tmp_path: Path, probes: Path) -> No
 
 
 def test_terminal_shows_ansi_from_a_service_escaped(probes: Path) -> None:
-    with servers(EVIL_BANNER) as (evil,):
-        pid, fd = pty.fork()
-        if pid == 0:  # child: the scanner on a real terminal (stdout and stderr)
-            os.execvpe(
-                sys.executable,
-                [*SERVPROBE, "--db", str(probes), "-n", "-p", str(evil.port), "127.0.0.1"],
-                env(),
-            )
-        screen = b""
-        deadline = time.monotonic() + 90
-        try:
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], 1.0)
-                if ready:
-                    try:
-                        chunk = os.read(fd, 65536)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    screen += chunk
-        finally:
-            _, status = os.waitpid(pid, 0)
-            os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
+    with servers(EVIL_BANNER) as (evil,):  # the scanner on a real terminal (stdout and stderr)
+        screen, code = run_on_pty(
+            [*SERVPROBE, "--db", str(probes), "-n", "-p", str(evil.port), "127.0.0.1"],
+            env(), timeout=90)
+    assert code == 0, screen.decode(errors="replace")
     assert b"EvilServer 1.0" in screen
     assert (
         b"\x1b[31mred" not in screen and b"\x1b]0;pwned" not in screen and b"\x9b2J" not in screen
