@@ -114,14 +114,7 @@ def main() -> None:
             print(f"small scan (3 services): local {local_s:.2f} s, --cluster local:1 {cl_s:.2f} s "
                   f"(overhead {cl_s - local_s:.2f} s: starting the local cluster, shipping the db)")
         finally:
-            for p in procs:
-                try:
-                    if p.stdin:
-                        p.stdin.close()
-                    p.terminate()
-                    p.wait(timeout=10)
-                except Exception:
-                    p.kill()
+            scale.stop_listeners(procs)
     rate = {mode: found / secs for mode, secs, _, found, _ in results}
     one = rate.get("local:1")
     for mode in rate:

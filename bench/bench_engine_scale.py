@@ -143,6 +143,18 @@ def compare_nmap(db, specs: list[tuple[str, int, str]], args) -> tuple[int, floa
     return len(sample), ours_s, nmap_s
 
 
+def stop_listeners(procs: list[subprocess.Popen]) -> None:
+    """End the listener processes this benchmark started (by their own handles, never by name)."""
+    for p in procs:
+        try:
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            p.wait(timeout=10)
+        except Exception:
+            p.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=10_000)
@@ -212,14 +224,7 @@ def main() -> None:
         wall = time.monotonic() - t0
         nmap_cmp = compare_nmap(db, layout[0], args) if args.nmap else None
     finally:
-        for p in procs:
-            try:
-                if p.stdin:
-                    p.stdin.close()
-                p.terminate()
-                p.wait(timeout=10)
-            except Exception:
-                p.kill()
+        stop_listeners(procs)
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ok = Counter()

@@ -169,6 +169,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 # -------------------------------------------------------------------------------- tests
 
 
+def _scan_until_first_result(scan_ports, store: Path, out: Path, address: str,
+                             tmp_path: Path) -> subprocess.Popen:
+    """Start a cluster scan in the background; return once its store holds a result (or it
+    ended, or 120 s passed): the moment a fault is injected mid-scan."""
+    with open(tmp_path / "scan.err", "wb") as err:
+        proc = subprocess.Popen(
+            _argv(scan_ports, store, out, "--cluster", address, "--shard-size", SHARD),
+            stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 120
+    while _stored_count(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def test_cluster_scan_equals_local_scan(scan_ports, reference, cluster, tmp_path: Path) -> None:
     address, _, _ = cluster
     store = tmp_path / "cluster.sqlite"
@@ -188,14 +202,8 @@ def test_worker_sigkilled_mid_scan_loses_and_repeats_nothing(
     _wait_workers(address, 3)
     store = tmp_path / "killed-worker.sqlite"
     out = tmp_path / "killed-worker"
-    with open(tmp_path / "scan.err", "wb") as err:
-        proc = subprocess.Popen(
-            _argv(scan_ports, store, out, "--cluster", address, "--shard-size", SHARD),
-            stdout=subprocess.DEVNULL, stderr=err)
+    proc = _scan_until_first_result(scan_ports, store, out, address, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while _stored_count(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert proc.poll() is None, "scan ended before the worker could be killed"
         os.kill(victim.pid, signal.SIGKILL)  # our own worker process, mid-scan
         code = proc.wait(300)
@@ -286,14 +294,8 @@ def test_ctrl_c_cancels_shards_and_writes_every_output(scan_ports, reference, cl
     address, _, _ = cluster
     store = tmp_path / "interrupted.sqlite"
     out = tmp_path / "interrupted"
-    with open(tmp_path / "scan.err", "wb") as err:
-        proc = subprocess.Popen(
-            _argv(scan_ports, store, out, "--cluster", address, "--shard-size", SHARD),
-            stdout=subprocess.DEVNULL, stderr=err)
+    proc = _scan_until_first_result(scan_ports, store, out, address, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while _stored_count(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert proc.poll() is None, "scan ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
