@@ -107,11 +107,18 @@ from servprobe.engine.provider import MATCH_INTERVAL, TIMER_SLACK, Attempt, Dire
 
 if TYPE_CHECKING:
     from servprobe.engine.budget import ConnBudget
+    from servprobe.engine.events import Event
     from servprobe.engine.provider import Kind
     from servprobe.engine.state import ServiceMachine
     from servprobe.probes.model import Identification, Probe
 
 SPEC_FIRST_WINDOW = 4
+# the refusal rule assumes a cap of at least two connections per client: an attempt that
+# overlapped at most this many others cannot have been refused (module docstring)
+SAFE_OVERLAP = 1
+LINGER_SLACK = 0.01  # seconds added to twice the slowest round trip (timer granularity)
+# the AIMD window's floor: the step the walk waits at plus one (module docstring)
+CWND_FLOOR = SAFE_OVERLAP + 1
 SPEC_ANSWERING_WINDOW = 4
 
 
@@ -135,6 +142,24 @@ class SpeculativeProvider(DirectProvider):
         self.active = True  # False once a speculative connect was refused: direct from then on
         self.grace = float(walk.opts.speculation_grace)
         self.spec_delay = float(walk.opts.speculation_delay)
+        # the refusal rule and the AIMD window (module docstring); per service, kept across
+        # the TLS restart (the same server counts the connections)
+        self.cwnd: float | None = None  # None: no refusal seen, the window rules alone
+        self.refusals = 0  # outcomes discarded as possible refusals (benchmarks, tests)
+        self.confirmed = 0  # of which a re-run proved the refusal (another answer alone)
+        self.spurious = 0  # of which a re-run gave the same answer (the server just closes)
+        # step -> (bytes, launch number, connections then, host round) of its discarded outcome
+        self._discarded: dict[int, tuple[bytes, int, int, int | None]] = {}
+        self._rerun: int | None = None  # conn of the re-run in flight (kept uncrowded)
+        self._launches = 0  # connections opened, numbered: a round = those before a cut
+        self._cut_at = 0
+        # conn -> [other connections overlapping it, its launch number, the host's round]
+        self._crowd: dict[int, list] = {}
+        self._lingering: list[float] = []  # when we closed connections the server may still count
+        self._server_closed: set[int] = set()
+        self._room_wake: float | None = None
+        self._rtt_max: float | None = None  # slowest round trip seen (first bytes or close)
+        self._now = 0.0
         super().__init__(walk, budget, key)
 
     def begin(self) -> None:
@@ -145,6 +170,8 @@ class SpeculativeProvider(DirectProvider):
         self._spec_t0: float | None = None  # first speculative launch
         self._spec_wake: float | None = None  # when speculation wants to launch more
         self._ramp = 0  # window growth earned by the unmatched-banner ramp
+        self._latency: dict[int, float] = {}  # conn -> first-answer latency (the evidence)
+        self._ramped: set[int] = set()  # conns that widened the window (the ramp)
 
     # ------------------------------------------------------------ the walk's questions -------
 
@@ -174,15 +201,21 @@ class SpeculativeProvider(DirectProvider):
         return out
 
     def run(self, k: int, kind: Kind, now: float) -> None:
+        self._now = now
         if kind == "cheat" and self._silent_null:
             kind = "fresh"  # the silence rule: the cheat step's outcome is a fresh attempt's
-        super().run(k, kind, now)
+        self._room_wake = None
+        if kind == "fresh" and k in self._discarded and k not in self._started and self._rerun is None:
+            self._clear_ahead(k)
+        if kind != "fresh" or k in self._started or self._may_launch(k, now):
+            super().run(k, kind, now)
+        # else the step waits for room (the refusal rule, the AIMD window)
         if self.active:
             self._speculate(now)
 
     def next_deadline(self) -> float | None:
         best = super().next_deadline()
-        cands = [self._silence_check_at(), self._spec_wake]
+        cands = [self._silence_check_at(), self._spec_wake, self._room_wake]
         k = self.w.cursor
         if not self.w.finished and k < len(self.w.order):
             quiet = self._quiet_attempt(k)
@@ -195,6 +228,10 @@ class SpeculativeProvider(DirectProvider):
 
     # ------------------------------------------------------------ events ----------------------
 
+    def handle(self, event: Event, now: float) -> None:
+        self._now = now
+        super().handle(event, now)
+
     def _on_data(self, att: Attempt, data: bytes, now: float) -> None:
         if att.sent_at is None:
             return
@@ -202,12 +239,15 @@ class SpeculativeProvider(DirectProvider):
             att.first_data_at = now
             if att.kind == "fresh" and att.connected_at is not None:
                 lat = now - att.connected_at
+                self._note_rtt(lat)
+                self._latency[att.conn] = lat
                 if self._evidence is None or lat < self._evidence:
                     self._evidence = lat
                 if self._evidence_max is None or lat > self._evidence_max:
                     self._evidence_max = lat
                 if att.budgeted and self._blocked_on_unmatched_data():
                     self._ramp += 1  # unmatched-banner ramp (module docstring)
+                    self._ramped.add(att.conn)
         full = self._take(att, data)
         if self.proto == "udp" and self.active and att.deadline is not None:
             # datagram rule: a UDP answer comes whole; a second datagram later than the
@@ -239,7 +279,28 @@ class SpeculativeProvider(DirectProvider):
     def _keeps_udp_socket(self) -> bool:
         return self.proto == "udp" and not self.active
 
+    def _note_rtt(self, rtt: float) -> None:
+        if self._rtt_max is None or rtt > self._rtt_max:
+            self._rtt_max = rtt
+
     def _end(self, att: Attempt, out: Outcome, now: float, closed: bool = False) -> None:
+        if closed:
+            self._server_closed.add(att.conn)  # the server knows: no lingering count
+            if att.kind == "fresh" and att.first_data_at is None and att.connected_at is not None:
+                self._note_rtt(now - att.connected_at)
+        if att.conn == self._rerun:
+            self._rerun = None
+        if att.kind == "fresh":
+            crowd = self._crowd.pop(att.conn, None)
+            if out.end == "closed" and crowd is not None and crowd[0] > SAFE_OVERLAP:
+                self._refused(att, crowd, now)
+                return
+            if att.step in self._discarded:
+                self._verdict(att, out)
+            if self.cwnd is not None:  # additive increase
+                self.cwnd = min(self._cwnd_max(), self.cwnd + 1.0 / self.cwnd)
+            if att.budgeted and self.budget is not None and self._adapt_host():
+                self.budget.healthy()
         if att.marks is not None and out.ident is None and out.marks is None:
             marks = att.marks
             if att.buf and (not marks or marks[-1] != len(att.buf)):
@@ -248,10 +309,133 @@ class SpeculativeProvider(DirectProvider):
         super()._end(att, out, now, closed)
 
     def _connect(self, k: int, probe: Probe, kind: Kind, now: float) -> Attempt:
+        crowd = self._load(now) if self.proto == "tcp" else 0
         att = super()._connect(k, probe, kind, now)
         if kind == "fresh" and k != self.w.cursor and att.sent_at is None:
             att.marks = []
+        if self.proto == "tcp":
+            # a later connection may reach the server first (jitter): it crowds the open ones
+            for c in self._crowd.values():
+                c[0] += 1
+            if kind == "fresh":
+                self._launches += 1
+                host_round = self.budget.acquired if self.budget is not None else None
+                self._crowd[att.conn] = [crowd, self._launches, host_round]
+                if k in self._discarded:
+                    self._rerun = att.conn
         return att
+
+    def _close(self, att: Attempt) -> None:
+        conn = att.conn
+        ours = self._attempts.get(conn) is att and conn not in self._server_closed
+        super()._close(att)
+        if conn == self._rerun:
+            self._rerun = None
+        self._server_closed.discard(conn)
+        self._crowd.pop(conn, None)
+        if ours and self.proto == "tcp":
+            self._lingering.append(self._now)  # the server may count it a while longer
+
+    # ------------------------------------------------------------ the refusal rule -----------
+
+    def _adapt_host(self) -> bool:
+        """The host's window adapts unless --max-conn-per-host fixed it by hand."""
+        return self.opts.per_host_connections is None
+
+    def _cwnd_max(self) -> float:
+        return float(self.opts.probe_parallelism + 1)
+
+    def _linger(self) -> float:
+        """How long a connection we closed may still count at the server: its close takes one
+        one-way delay to get there. Twice the slowest round trip seen (first bytes or the
+        server's close, on any attempt) bounds it with room for jitter; grace before any."""
+        if self._rtt_max is None:
+            return self.grace
+        return 2 * self._rtt_max + LINGER_SLACK
+
+    def _clear_ahead(self, k: int) -> None:
+        """The walk waits at discarded step k: its re-run needs a quiet moment, which the
+        attempts running ahead would hold off for up to their whole wait. Close them (nmap
+        would not have run them yet; they run again when needed)."""
+        for att in list(self._attempts.values()):
+            if att.kind == "fresh" and att.step > k and not att.done:
+                self._close(att)
+                self._started.discard(att.step)
+
+    def _load(self, now: float) -> int:
+        """Connections of this service the server may be counting now: ours that are open,
+        and ours closed less than `_linger()` ago."""
+        cutoff = now - self._linger()
+        self._lingering = [t for t in self._lingering if t > cutoff]
+        return len({a.conn for a in self._attempts.values()}) + len(self._lingering)
+
+    def _may_launch(self, k: int, now: float) -> bool:
+        """May step k open a connection now? A discarded step only in a quiet moment (at most
+        SAFE_OVERLAP others counted), and nothing while its re-run is in flight; any other
+        step while the AIMD window has room. Else wake when a closed connection stops
+        counting (other wake-ups come with the events that end attempts)."""
+        if self.proto != "tcp":
+            return True
+        if self._rerun is not None:
+            return False
+        load = self._load(now)
+        if k in self._discarded:
+            ok = load <= SAFE_OVERLAP
+        else:
+            ok = self.cwnd is None or load < max(CWND_FLOOR, int(self.cwnd))
+        if not ok and self._lingering:
+            wake = min(self._lingering) + self._linger()
+            if self._room_wake is None or wake < self._room_wake:
+                self._room_wake = wake
+        return ok
+
+    def _refused(self, att: Attempt, crowd: list, now: float) -> None:
+        """A crowded attempt the server closed: maybe a per-client cap's refusal (docstring).
+        Its outcome is dropped unseen (no match, no fingerprint, no evidence) and the step
+        runs again later, when the window has room; the window halves once per round."""
+        others, launch, host_round = crowd
+        self.refusals += 1
+        self.w.note(
+            f"probe {att.probe.name}: connection closed by the server with {len(att.buf)} bytes while "
+            f"{others} other connection(s) overlapped it: possible per-client limit, outcome discarded, "
+            "step runs again (refusal rule)"
+        )
+        # its latency still shows the server reacts that fast (the silence rule may use it),
+        # but not how long answers take (the quiet-step rule, the linger time)
+        if self._latency.pop(att.conn, None) is not None:
+            lats = list(self._latency.values())
+            self._evidence_max = max(lats) if lats else None
+        if att.conn in self._ramped:
+            self._ramped.discard(att.conn)
+            self._ramp -= 1
+        self._discarded.setdefault(
+            att.step, (bytes(att.buf), launch, others + 1, host_round if att.budgeted else None))
+        self._started.discard(att.step)
+        self._close(att)
+
+    def _verdict(self, att: Attempt, out: Outcome) -> None:
+        """A discarded step's re-run ended uncrowded: was the discarded outcome a refusal?
+        Not if the re-run got the same bytes (one a prefix of the other: a read may end at a
+        match) and the server closed or matched again: it just closes after that answer.
+        Else it was: the window halves (once per round, as TCP halves once per loss window)
+        and the host's budget hears of it."""
+        data, launch, load, host_round = self._discarded.pop(att.step)
+        got = bytes(att.buf)
+        if out.end in ("closed", "match") and (got.startswith(data) or data.startswith(got)):
+            self.spurious += 1
+            self.w.note(f"probe {att.probe.name}: same answer uncrowded, the server closes after it (no refusal)")
+            return
+        self.confirmed += 1
+        if launch > self._cut_at:
+            base = self.cwnd if self.cwnd is not None else float(load)
+            self.cwnd = max(float(CWND_FLOOR), float(int(base / 2)))
+            self._cut_at = self._launches
+        self.w.note(
+            f"probe {att.probe.name}: another answer uncrowded, the discarded one was a refusal: "
+            f"{self.w.where()} speculates with at most {int(self.cwnd or 0)} connections (AIMD window)"
+        )
+        if host_round is not None and self.budget is not None and self._adapt_host():
+            self.budget.refused(self.key, host_round)
 
     # ------------------------------------------------------------ lazy matching --------------
 
@@ -375,6 +559,10 @@ class SpeculativeProvider(DirectProvider):
             probe = order[k]
             if probe.is_null or k in self._started or not self.w.allowed(probe, pending):
                 continue
+            if not self._may_launch(k, now):
+                if k in self._discarded and k != cursor and self._rerun is None:
+                    continue  # its re-run waits for a quiet moment; later steps may go now
+                return
             if self.budget is not None and not self.budget.try_acquire(self.key):
                 return
             self._started.add(k)
