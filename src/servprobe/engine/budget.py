@@ -33,7 +33,16 @@ def new_key() -> int:
 class ConnBudget:
     """Counts speculative connections; shared by the machines of one host, chained to a parent."""
 
-    __slots__ = ("acquired", "cut_round", "limit", "parent", "refusers", "used", "waiting", "window")
+    __slots__ = (
+        "acquired",
+        "cut_round",
+        "limit",
+        "parent",
+        "refusers",
+        "used",
+        "waiting",
+        "window",
+    )
 
     def __init__(self, limit: int | None, parent: ConnBudget | None = None) -> None:
         self.limit = limit

@@ -130,7 +130,9 @@ def choose_provider(walk: ServiceMachine, budget: ConnBudget | None, key: int) -
         and o.probe_parallelism > 0
         and (budget is None or budget.limit is None or budget.limit > 0)
     )
-    return SpeculativeProvider(walk, budget, key) if speculate else DirectProvider(walk, budget, key)
+    return (
+        SpeculativeProvider(walk, budget, key) if speculate else DirectProvider(walk, budget, key)
+    )
 
 
 class SpeculativeProvider(DirectProvider):
@@ -178,7 +180,9 @@ class SpeculativeProvider(DirectProvider):
     def outcome(self, k: int, kind: Kind, now: float) -> Outcome | None:
         if kind == "null":
             if self._null_out is None and self._silence_rule(now):
-                self.w.note("NULL probe: request-first service (silence rule), NULL resolved as silent")
+                self.w.note(
+                    "NULL probe: request-first service (silence rule), NULL resolved as silent"
+                )
                 self._silent_null = True
                 if self._null_att is not None:
                     self._close(self._null_att)
@@ -195,7 +199,9 @@ class SpeculativeProvider(DirectProvider):
         if out is None:
             att = self._quiet_attempt(k)
             if att is not None and now + TIMER_SLACK >= self._quiet_check_at(att):
-                self.w.note(f"probe {probe.name}: silent while other probes were answered (quiet-step rule)")
+                self.w.note(
+                    f"probe {probe.name}: silent while other probes were answered (quiet-step rule)"
+                )
                 out = self._fresh[k] = Outcome(None, b"", "virtual")
                 self._close(att)
         return out
@@ -205,7 +211,12 @@ class SpeculativeProvider(DirectProvider):
         if kind == "cheat" and self._silent_null:
             kind = "fresh"  # the silence rule: the cheat step's outcome is a fresh attempt's
         self._room_wake = None
-        if kind == "fresh" and k in self._discarded and k not in self._started and self._rerun is None:
+        if (
+            kind == "fresh"
+            and k in self._discarded
+            and k not in self._started
+            and self._rerun is None
+        ):
             self._clear_ahead(k)
         if kind != "fresh" or k in self._started or self._may_launch(k, now):
             super().run(k, kind, now)
@@ -409,7 +420,8 @@ class SpeculativeProvider(DirectProvider):
             self._ramped.discard(att.conn)
             self._ramp -= 1
         self._discarded.setdefault(
-            att.step, (bytes(att.buf), launch, others + 1, host_round if att.budgeted else None))
+            att.step, (bytes(att.buf), launch, others + 1, host_round if att.budgeted else None)
+        )
         self._started.discard(att.step)
         self._close(att)
 
@@ -423,7 +435,9 @@ class SpeculativeProvider(DirectProvider):
         got = bytes(att.buf)
         if out.end in ("closed", "match") and (got.startswith(data) or data.startswith(got)):
             self.spurious += 1
-            self.w.note(f"probe {att.probe.name}: same answer uncrowded, the server closes after it (no refusal)")
+            self.w.note(
+                f"probe {att.probe.name}: same answer uncrowded, the server closes after it (no refusal)"
+            )
             return
         self.confirmed += 1
         if launch > self._cut_at:
@@ -445,7 +459,9 @@ class SpeculativeProvider(DirectProvider):
         for mark in out.marks or ():
             ident = self.w.match(probe, out.data[:mark])
             if ident is not None and not ident.soft:
-                self.w.note(f"probe {probe.name} on {self.w.where()} matched {ident.service} (line {ident.source})")
+                self.w.note(
+                    f"probe {probe.name} on {self.w.where()} matched {ident.service} (line {ident.source})"
+                )
                 return Outcome(ident, out.data[:mark], "match")
             if ident is not None and soft is None:
                 soft = ident
@@ -458,7 +474,9 @@ class SpeculativeProvider(DirectProvider):
             if att.kind == "fresh" and att.step == k and not att.done and att.marks is not None:
                 if att.buf and (not att.marks or att.marks[-1] != len(att.buf)):
                     att.marks.append(len(att.buf))
-                lazy = self._resolve_lazy(att.probe, Outcome(None, bytes(att.buf), "timeout", marks=att.marks))
+                lazy = self._resolve_lazy(
+                    att.probe, Outcome(None, bytes(att.buf), "timeout", marks=att.marks)
+                )
                 att.marks = None
                 if lazy.end == "match":
                     self._end(att, lazy, now)
