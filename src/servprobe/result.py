@@ -15,6 +15,14 @@ Proto = Literal["tcp", "udp"]
 PortState = Literal["open", "closed", "filtered", "open|filtered", "unfiltered"]
 Method = Literal["probed", "table"]
 
+# Findings nmap reports once per host (its SMB scripts are hostrule scripts): normal output
+# prints them under "Host script results:", XML in <hostscript>, JSON Lines in the host line.
+# They are still found per port (the SMB post-processors run on each SMB port); the first
+# port's finding stands for the host.
+HOST_SCRIPTS = frozenset(
+    {"smb-os-discovery", "smb-security-mode", "smb2-security-mode", "smb2-time", "smb-ntlm-info"}
+)
+
 
 @dataclass(slots=True)
 class RpcInfo:
@@ -73,6 +81,9 @@ class ServiceResult:
     # the scan stopped (Ctrl-C, --host-timeout) before this open port's service scan ended:
     # `service` is only the port table's guess
     unfinished: bool = False
+    # an internal error ended this service's scan (issue 11, bug 8): the result is the port
+    # table's guess; the run summary counts these
+    error: str | None = None
 
     @property
     def key(self) -> tuple[str, Proto, int]:
@@ -98,6 +109,10 @@ class ServiceResult:
         if self.unfinished and not parts:
             parts.append("(service scan unfinished)")
         return " ".join(parts)
+
+    def port_scripts(self) -> list[ScriptResult]:
+        """The findings shown under this port (host-level ones go to the host)."""
+        return [s for s in self.scripts if s.id not in HOST_SCRIPTS]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +150,15 @@ class HostResult:
     hostname_types: list[str] = field(default_factory=list)  # parallel to hostnames: user|PTR
     partial: bool = False  # the scan stopped (Ctrl-C) before this host was finished
 
+    def host_scripts(self) -> list[ScriptResult]:
+        """Host-level findings (HOST_SCRIPTS), once each, sorted by id as nmap prints them."""
+        found: dict[str, ScriptResult] = {}
+        for r in self.ports:
+            for s in r.scripts:
+                if s.id in HOST_SCRIPTS:
+                    found.setdefault(s.id, s)
+        return [found[k] for k in sorted(found)]
+
 
 @dataclass(slots=True)
 class ScanRun:
@@ -156,3 +180,6 @@ class ScanRun:
     intensity: int = 7
     hosts_total: int | None = None  # hosts tried, when `hosts` holds only the up ones
     hosts_up: int | None = None
+    # services whose scan an internal error ended (issue 11, bug 8), counted by the reporters
+    # as results pass; a caller may set it when it knows better
+    failed_services: int = 0

@@ -55,13 +55,15 @@ class Reporter(Protocol):
 class Outputs:
     """Sends each event to every reporter; a failing reporter does not stop the others."""
 
-    def __init__(self, reporters: Iterable[Reporter] = (),
-                 on_broken_pipe: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, reporters: Iterable[Reporter] = (), on_broken_pipe: Callable[[], None] | None = None
+    ) -> None:
         self.reporters = list(reporters)
         self.errors: list[str] = []
         # a reporter whose pipe closed (`| head`) is dropped and this is called: the CLI then
         # ends the scan quietly, like nmap's SIGPIPE (servprobe.report.pipes)
         self.on_broken_pipe = on_broken_pipe
+        self.failed = 0  # services an internal error ended (issue 11, bug 8), for the summary
 
     def _each(self, method: str, arg: object) -> None:
         for r in list(self.reporters):
@@ -82,9 +84,13 @@ class Outputs:
         self._each("port", result)
 
     def host(self, host: HostResult) -> None:
+        # counted per host (a host's line ends its ports), not per port() call: a port may be
+        # streamed early and listed again with its host
+        self.failed += sum(1 for r in host.ports if r.error)
         self._each("host", host)
 
     def finish(self, run: ScanRun) -> None:
+        run.failed_services = max(run.failed_services, self.failed)
         self._each("finish", run)
         for r in self.reporters:
             close = getattr(r, "close", None)
@@ -101,8 +107,9 @@ NEVER_FOLDED = frozenset({"open"})
 KEPT_WITH_OPEN_ONLY = frozenset({"open", "open|filtered", "unfiltered"})
 
 
-def folded_states(counts: dict[str, int], threshold: int = COLLAPSE_THRESHOLD,
-                  open_only: bool = False) -> set[str]:
+def folded_states(
+    counts: dict[str, int], threshold: int = COLLAPSE_THRESHOLD, open_only: bool = False
+) -> set[str]:
     """The states summarised as "Not shown" instead of listed — nmap's rule: a state is
     folded when its port count, summed over every protocol of the host, exceeds `threshold`
     (so 20 closed tcp + 10 closed udp ports fold both); `open` never is; with --open every
@@ -241,7 +248,13 @@ def summary_text(run: ScanRun, prog: str = "servprobe") -> str:
     elapsed = (run.end or time.time()) - run.start
     addrs = "IP address" if total == 1 else "IP addresses"
     hosts = "host" if up == 1 else "hosts"
-    return f"{total} {addrs} ({up} {hosts} up) scanned in {elapsed:.2f} seconds"
+    text = f"{total} {addrs} ({up} {hosts} up) scanned in {elapsed:.2f} seconds"
+    if run.failed_services:
+        n = run.failed_services
+        text += (
+            f"; {n} {'service' if n == 1 else 'services'} failed (internal error, details with -d)"
+        )
+    return text
 
 
 def timestr(t: float) -> str:

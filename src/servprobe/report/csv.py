@@ -19,8 +19,20 @@ from servprobe.report.base import safe_text, split_ports
 from servprobe.result import HostResult, ScanRun, ServiceResult
 
 COLUMNS = (
-    "host", "hostname", "proto", "port", "state", "service", "product", "version",
-    "extrainfo", "tunnel", "method", "conf", "cpe", "unfinished",
+    "host",
+    "hostname",
+    "proto",
+    "port",
+    "state",
+    "service",
+    "product",
+    "version",
+    "extrainfo",
+    "tunnel",
+    "method",
+    "conf",
+    "cpe",
+    "unfinished",
 )
 
 
@@ -37,9 +49,20 @@ def row(r: ServiceResult, hostname: str = "") -> list[str]:
         return "'" + text if text.startswith(_FORMULA_START) else text
 
     return [
-        r.address, s(hostname), r.proto, str(r.port), r.state, s(r.service), s(r.product),
-        s(r.version), s(r.extrainfo), s(r.tunnel), r.method, str(r.conf),
-        s(" ".join(r.cpes)), "yes" if getattr(r, "unfinished", False) else "",
+        r.address,
+        s(hostname),
+        r.proto,
+        str(r.port),
+        r.state,
+        s(r.service),
+        s(r.product),
+        s(r.version),
+        s(r.extrainfo),
+        s(r.tunnel),
+        r.method,
+        str(r.conf),
+        s(" ".join(r.cpes)),
+        "yes" if getattr(r, "unfinished", False) else "",
     ]
 
 

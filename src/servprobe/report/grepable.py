@@ -39,7 +39,9 @@ def port_field(r: ServiceResult, service_scan: bool) -> str:
 class GrepableReporter(TextFileReporter):
     def start(self, run: ScanRun) -> None:
         self._begin(run)
-        lines = [f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {safe_text(command_line(run))}"]
+        lines = [
+            f"# servprobe {run.version} scan initiated {timestr(run.start)} as: {safe_text(command_line(run))}"
+        ]
         if run.service_scan and run.db_path:
             lines.append(f"# Probe database: {safe_text(run.db_path)}")
         if run.verbose:
@@ -78,7 +80,6 @@ class GrepableReporter(TextFileReporter):
         end = run.end or time.time()
         note = " (interrupted)" if run.interrupted else ""
         self._w(f"# servprobe done at {timestr(end)} -- {summary_text(run)}{note}\n")
-
 
 
 def _n(spec: str) -> int:

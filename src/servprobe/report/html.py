@@ -95,7 +95,7 @@ def bar_chart(title: str, counts: list[tuple[str, int]], width: int = 460) -> st
     top = max(n for _, n in counts)
     height = len(counts) * (bar_h + gap) + gap
     parts = [
-        f'<figure><figcaption>{_e(title)}</figcaption>'
+        f"<figure><figcaption>{_e(title)}</figcaption>"
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
         f'aria-label="{_e(title)}">'
     ]
@@ -115,7 +115,9 @@ def bar_chart(title: str, counts: list[tuple[str, int]], width: int = 460) -> st
 def _service_cell(r: ServiceResult) -> str:
     text = _e(r.display_service())
     if getattr(r, "unfinished", False):
-        return f'<span class="unfinished" title="service scan unfinished">{text} (unfinished)</span>'
+        return (
+            f'<span class="unfinished" title="service scan unfinished">{text} (unfinished)</span>'
+        )
     if r.method == "table" and r.state in OPEN_STATES:
         return f'<span class="guess" title="port-table guess, not probed">{text}</span>'
     return text
@@ -193,13 +195,13 @@ def render(run: ScanRun, hosts: list[HostResult]) -> str:
     status = "interrupted: partial results" if run.interrupted else "complete"
 
     out: list[str] = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">',
         '<meta name="referrer" content="no-referrer">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>servprobe report \u2014 {_e(timestr(run.start))}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>servprobe scan report</h1><p class=\"meta\">{_e(command_line(run))}<br>"
+        f'<h1>servprobe scan report</h1><p class="meta">{_e(command_line(run))}<br>'
         f"started {_e(timestr(run.start))}; {_e(summary_text(run))}; {status}</p>",
         '<h2>Summary</h2><div class="summary">',
         f'<div class="card" id="sum-hosts"><b>{len(hosts)}</b>hosts up</div>',
@@ -213,7 +215,7 @@ def render(run: ScanRun, hosts: list[HostResult]) -> str:
         bar_chart("Services (open ports)", services),
         bar_chart("Products and versions", products),
         "</div>",
-        "<h2>Hosts</h2><ul class=\"hosts\">",
+        '<h2>Hosts</h2><ul class="hosts">',
     ]
     for h, listed in listed_by_host:
         n_open = sum(1 for r in listed if r.state in OPEN_STATES)
@@ -234,9 +236,11 @@ def render(run: ScanRun, hosts: list[HostResult]) -> str:
         name = h.hostnames[0] if h.hostnames else ""
         for i, r in enumerate(listed):
             cls = ' class="hostfirst"' if i == 0 else ""
-            host_cell = _e(h.address) + (f'<br><span class="meta">{_e(name)}</span>' if name else "")
+            host_cell = _e(h.address) + (
+                f'<br><span class="meta">{_e(name)}</span>' if name else ""
+            )
             out.append(
-                f"<tr{cls}><td data-key=\"{_host_key(h.address)}|{r.port:05d}\">{host_cell}</td>"
+                f'<tr{cls}><td data-key="{_host_key(h.address)}|{r.port:05d}">{host_cell}</td>'
                 f"<td>{r.port}</td><td>{r.proto}</td>"
                 f'<td class="st-{_e(r.state.split("|")[0])}">{_e(r.state)}</td>'
                 f"<td>{_service_cell(r)}</td><td>{_e(r.display_version())}</td>"

@@ -2,7 +2,8 @@
 
 Line types (field "type"): "start" (run parameters, probe database), "port" (a port's final
 ServiceResult, written the moment it is known), "host" (a completed host: status, names,
-latency, ports summarised as extraports), "summary" (last line: counts, elapsed, interrupted).
+latency, ports summarised as extraports, host-level "hostscripts"), "summary" (last line:
+counts, elapsed, interrupted, failed_services).
 Strings are valid Unicode whatever a service sent (lone surrogates are written as \\xHH
 text), so every line parses with any strict JSON parser.
 """
@@ -16,7 +17,7 @@ import time
 from typing import IO, Any
 
 from servprobe.report.base import host_counts, split_ports
-from servprobe.result import HostResult, ScanRun, ServiceResult
+from servprobe.result import HostResult, ScanRun, ScriptResult, ServiceResult
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -53,10 +54,14 @@ def port_dict(r: ServiceResult) -> dict[str, Any]:
     d["hostnames"] = list(r.hostnames)
     d["rpc"] = dataclasses.asdict(r.rpc) if r.rpc is not None else None
     # post-processor findings by script id, as nmap's XML keys them
-    d["scripts"] = {sc.id: {"output": sc.output, "elements": sc.elements} for sc in r.scripts}
+    d["scripts"] = scripts_dict(r.port_scripts())
     d["display_service"] = r.display_service()
     d["display_version"] = r.display_version()
     return d
+
+
+def scripts_dict(scripts: list[ScriptResult]) -> dict[str, Any]:
+    return {sc.id: {"output": sc.output, "elements": sc.elements} for sc in scripts}
 
 
 class JsonLinesReporter:
@@ -119,6 +124,8 @@ class JsonLinesReporter:
                 "starttime": host.starttime,
                 "endtime": host.endtime,
                 "ports": len(listed),
+                # host-level findings (nmap's <hostscript>: its SMB scripts)
+                "hostscripts": scripts_dict(host.host_scripts()),
                 "extraports": [
                     {"state": e.state, "proto": e.proto, "count": e.count, "reasons": e.reasons}
                     for e in extra
@@ -138,6 +145,7 @@ class JsonLinesReporter:
                 "end": end,
                 "elapsed": round(end - run.start, 3),
                 "interrupted": run.interrupted,
+                "failed_services": run.failed_services,
                 "db": run.db_path or None,
             }
         )

@@ -23,7 +23,7 @@ from servprobe.report.base import (
     timestr,
     wrap_fingerprint,
 )
-from servprobe.result import HostResult, ScanRun, ServiceResult
+from servprobe.result import HostResult, ScanRun, ScriptResult, ServiceResult
 
 PROG = "servprobe"
 FP_SEPARATOR = "==============NEXT SERVICE FINGERPRINT (SUBMIT INDIVIDUALLY)=============="
@@ -35,7 +35,11 @@ def _s(text: object) -> str:
 
 def port_table(results: list[ServiceResult], service_scan: bool, reason: bool = False) -> list[str]:
     """The PORT STATE SERVICE [REASON] [VERSION] table, columns aligned like nmap's."""
-    header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if service_scan else [])
+    header = (
+        ["PORT", "STATE", "SERVICE"]
+        + (["REASON"] if reason else [])
+        + (["VERSION"] if service_scan else [])
+    )
     rows = [header]
     for r in results:
         service = r.display_service() if service_scan else _plain_service(r)
@@ -58,8 +62,12 @@ def port_table(results: list[ServiceResult], service_scan: bool, reason: bool = 
 def script_lines(r: ServiceResult) -> list[str]:
     """Post-processor findings under their port, as nmap prints script output:
     `| id: first line`, following lines `| …`, the last one `|_`."""
+    return _script_block(r.port_scripts())
+
+
+def _script_block(scripts: list[ScriptResult]) -> list[str]:
     out: list[str] = []
-    for script in r.scripts:
+    for script in scripts:
         first, *rest = script.output.split("\n")
         lines = [f"{script.id}: {first}", *rest]
         for i, line in enumerate(lines):
@@ -94,7 +102,9 @@ def host_report(host: HostResult, run: ScanRun, reason: bool = False) -> list[st
     if len(names) > 1:
         out.append("Other names: " + ", ".join(_s(n) for n in names[1:]))
     if host.partial:
-        out.append("Warning: the scan was interrupted before this host was finished; results below are partial.")
+        out.append(
+            "Warning: the scan was interrupted before this host was finished; results below are partial."
+        )
     if host.timedout:
         out.append("Warning: host timed out (--host-timeout); results below are partial.")
     listed = list(host.ports)
@@ -131,6 +141,9 @@ def host_report(host: HostResult, run: ScanRun, reason: bool = False) -> list[st
     info = service_info(listed)
     if info and run.service_scan:
         out.append("Service Info: " + _s(info))
+    hostscripts = host.host_scripts() if run.service_scan else []
+    if hostscripts:  # nmap: a blank line, then the block, after "Service Info:"
+        out.extend(["", "Host script results:", *_script_block(hostscripts)])
     out.append("")
     return out
 
@@ -140,7 +153,12 @@ class NormalReporter:
     terminal's "Starting ..." / "done:" lines."""
 
     def __init__(
-        self, fh: IO[str] | None = None, *, file_mode: bool = False, close: bool = False, reason: bool = False
+        self,
+        fh: IO[str] | None = None,
+        *,
+        file_mode: bool = False,
+        close: bool = False,
+        reason: bool = False,
     ) -> None:
         self._fh = fh
         self.reason = reason  # --reason: a REASON column
@@ -164,7 +182,9 @@ class NormalReporter:
         self.verbose = run.verbose
         self._run = run
         if self.file_mode:
-            lines = [f"# {PROG} {run.version} scan initiated {timestr(run.start)} as: {_s(command_line(run))}"]
+            lines = [
+                f"# {PROG} {run.version} scan initiated {timestr(run.start)} as: {_s(command_line(run))}"
+            ]
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(run.start))
             lines = [f"Starting {PROG} {run.version} at {stamp}"]
@@ -189,11 +209,17 @@ class NormalReporter:
         lines: list[str] = []
         up = run.hosts_up if run.hosts_up is not None else total_up
         if up == 0 and self.down_seen and not run.interrupted:
-            lines.append("Note: Host seems down. If it is really up, but blocking our ping probes, try -Pn")
+            lines.append(
+                "Note: Host seems down. If it is really up, but blocking our ping probes, try -Pn"
+            )
         if run.interrupted:
-            lines.append(f"{PROG}: scan interrupted; hosts marked partial above were not finished, later hosts were not scanned.")
+            lines.append(
+                f"{PROG}: scan interrupted; hosts marked partial above were not finished, later hosts were not scanned."
+            )
         if run.service_scan and up:
-            lines.append("Service detection performed. Please report any incorrect results to the probe database's maintainers.")
+            lines.append(
+                "Service detection performed. Please report any incorrect results to the probe database's maintainers."
+            )
         if self.file_mode:
             end = run.end or time.time()
             lines.append(f"# {PROG} done at {timestr(end)} -- {summary_text(run)}")

@@ -25,7 +25,15 @@ from servprobe.report.base import (
 from servprobe.result import ExtraPorts, HostResult, ScanRun, ScriptResult, ServiceResult
 from servprobe.scan.ports import compress
 
-_ENT = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+_ENT = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "\n": "&#10;",
+    "\r": "&#13;",
+    "\t": "&#9;",
+}
 
 
 _ATTR_TABLE = str.maketrans(_ENT)
@@ -77,8 +85,10 @@ def service_element(r: ServiceResult, service_scan: bool) -> str:
 
 
 def port_element(r: ServiceResult, service_scan: bool) -> str:
-    state = f'<state{attrs([("state", r.state), ("reason", r.reason or "unknown")])} reason_ttl="0"/>'
-    scripts = "".join(script_element(sc) for sc in r.scripts) if service_scan else ""
+    state = (
+        f'<state{attrs([("state", r.state), ("reason", r.reason or "unknown")])} reason_ttl="0"/>'
+    )
+    scripts = "".join(script_element(sc) for sc in r.port_scripts()) if service_scan else ""
     return (
         f'<port protocol="{r.proto}" portid="{r.port}">{state}'
         f"{service_element(r, service_scan)}{scripts}</port>"
@@ -88,7 +98,9 @@ def port_element(r: ServiceResult, service_scan: bool) -> str:
 def script_element(sc: ScriptResult) -> str:
     """A post-processor finding as nmap writes script output: <script id= output=> with
     <elem key=> for values and <table key=> for nested dicts and lists."""
-    return f'<script id="{attr(sc.id)}" output="{attr(sc.output)}">{_elements(sc.elements)}</script>'
+    return (
+        f'<script id="{attr(sc.id)}" output="{attr(sc.output)}">{_elements(sc.elements)}</script>'
+    )
 
 
 def _elements(value: object, key: str | None = None) -> str:
@@ -103,7 +115,7 @@ def _elements(value: object, key: str | None = None) -> str:
 
 def extraports_element(e: ExtraPorts) -> str:
     reasons = "".join(
-        f'<extrareasons{attrs([("reason", reason), ("count", n), ("proto", e.proto)])}'
+        f"<extrareasons{attrs([('reason', reason), ('count', n), ('proto', e.proto)])}"
         + (f' ports="{compress(e.ports)}"' if e.ports and len(e.reasons) == 1 else "")
         + "/>"
         for reason, n in sorted(e.reasons.items(), key=lambda kv: -kv[1])
@@ -121,7 +133,9 @@ def host_element(host: HostResult, service_scan: bool) -> str:
         head += ' comment="partial: scan interrupted before this host was finished"'
     parts = [head + ">"]
     status = "up" if host.status == "up" else ("down" if host.status == "down" else "unknown")
-    parts.append(f'<status state="{status}"{attrs([("reason", host.reason or "unknown")])} reason_ttl="0"/>')
+    parts.append(
+        f'<status state="{status}"{attrs([("reason", host.reason or "unknown")])} reason_ttl="0"/>'
+    )
     parts.append("\n")
     family = "ipv6" if ":" in host.address else "ipv4"
     parts.append(f'<address addr="{attr(host.address)}" addrtype="{family}"/>\n')
@@ -138,6 +152,11 @@ def host_element(host: HostResult, service_scan: bool) -> str:
         parts.extend(extraports_element(e) + "\n" for e in extra)
         parts.extend(port_element(r, service_scan) + "\n" for r in listed)
         parts.append("</ports>\n")
+        hostscripts = host.host_scripts() if service_scan else []
+        if hostscripts:  # nmap.dtd: after <ports>, before <times>
+            parts.append(
+                f"<hostscript>{''.join(script_element(sc) for sc in hostscripts)}</hostscript>\n"
+            )
         if host.latency is not None:
             us = int(host.latency * 1e6)
             parts.append(f'<times srtt="{us}" rttvar="{us}" to="{max(100000, us * 4)}"/>\n')
@@ -196,7 +215,6 @@ class XmlReporter(TextFileReporter):
             f'summary="{attr(summary)}" elapsed="{end - run.start:.2f}"{exit_attrs}/>'
             f'<hosts up="{up}" down="{total - up}" total="{total}"/>\n</runstats>\n</nmaprun>\n'
         )
-
 
 
 def _htype(host: HostResult, i: int) -> str:
