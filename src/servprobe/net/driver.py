@@ -5,10 +5,13 @@ Public API (the CLI and benchmarks call these):
     await run_service_scan(db, targets, options, on_result, trace=None)
     scan_services(db, targets, options=None) -> list[ServiceResult]       # sync convenience
 
-Each service is a `ServiceMachine` (engine.state) plus a `_Runner` here that carries out its
-actions: connects (TCP, TLS via start_tls, connected UDP sockets; IPv4 and IPv6), sends,
-closes, and one timer per service for the machine's `Wait(deadline)`. No service has a task
-of its own except while a connect is in flight; socket callbacks feed the machine directly.
+Each service is a `ServiceMachine` (engine.state) plus a `_Runner` here: the shared
+engine.transport.ServiceRunner on the one transport interface (net.transport's asyncio
+sockets: TCP, TLS, connected UDP; IPv4 and IPv6), with one timer per service for the
+machine's `Wait(deadline)`. No service has a task of its own except while a connect is in
+flight; socket callbacks feed the machine directly. After the walk, the post-processors
+(servprobe.post, rpc-grind among them) run on the same transport, inside the host timeout
+and the host's connection budget.
 
 Limits: services in progress (global and per host), speculative connections (per host and
 global, from RLIMIT_NOFILE, whose soft limit is raised to the hard one), a per-host timeout
@@ -22,37 +25,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import socket
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from servprobe.engine.events import Fault
 from servprobe.engine.plan import Planner
 from servprobe.engine.state import (
-    Close,
     ConnBudget,
-    Connect,
     Connected,
     ConnectFailed,
     Data,
-    Note,
-    Report,
-    Send,
     ServiceMachine,
     Timeout,
     TlsFailed,
-    Wait,
-    Wake,
     describe,
 )
-from servprobe.net.conn import TcpProtocol, UdpProtocol
+from servprobe.engine.transport import ServiceRunner
 from servprobe.net.hostinfo import with_host_facts
 from servprobe.net.loop import new_event_loop
+from servprobe.net.transport import AsyncioTransport, source_address  # noqa: F401  (re-exported)
 from servprobe.post import refine as post_refine
+from servprobe.post.base import POST_CONTEXT, PostContext
 from servprobe.resources import nofile_limit
 from servprobe.scan.services import service_name
 from servprobe.timing import timing
@@ -61,7 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
 
     from servprobe.engine.options import EngineOptions, ServiceTarget
-    from servprobe.engine.state import Action, Event
+    from servprobe.engine.state import Action, Connect, Event, Send
     from servprobe.probes.model import ProbeDB
     from servprobe.result import ServiceResult
 
@@ -145,24 +140,27 @@ class _Stepper:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Runner:
-    """Carries out one machine's actions; feeds it socket events and timer expiries."""
+class _Runner(ServiceRunner):
+    """The shared ServiceRunner (engine.transport) on the asyncio transport, plus what a real
+    scan needs: tracing, the host timer, the engine thread for steps that match, a future."""
+
+    wakers: dict[int, _Runner] | None = None  # machine key -> runner, for Wake actions
+    debug = 0
+    faults: list[str] = []
 
     def __init__(
         self,
         machine: ServiceMachine,
         target: ServiceTarget,
+        transport: AsyncioTransport,
         tracer: _Tracer,
         host_deadline: float | None,
     ) -> None:
-        self.m = machine
+        super().__init__(machine, transport, target.address, target.port, target.hostname)
         self.t = target
-        self.loop = asyncio.get_running_loop()
+        self.loop = transport.loop
         self.tracer = tracer if tracer.trace is not None else None
-        self.conns: dict[int, Any] = {}  # conn -> protocol
         self.tls: dict[int, bool] = {}
-        self.connecting: dict[int, asyncio.Task[None]] = {}
-        self.timer: asyncio.TimerHandle | None = None
         self.host_timer: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[ServiceResult] = self.loop.create_future()
         self.stepper: _Stepper | None = None
@@ -177,10 +175,6 @@ class _Runner:
         if self.tracer is not None:
             self.tracer(self.where, text)
 
-    def start(self) -> None:
-        now = self.loop.time()
-        self.step(lambda: self.m.start(now))
-
     def feed(self, ev: Event) -> None:
         if self.done.done():
             return
@@ -193,14 +187,14 @@ class _Runner:
         """Run one machine step (see _Stepper) and carry out its actions on the loop."""
         st = self.stepper
         if st is None:
-            self._do(fn())
+            self.do(fn())
             return
         if not offload and not self.queued and st.lock.acquire(blocking=False):
             try:
                 actions = fn()
             finally:
                 st.lock.release()
-            self._do(actions)
+            self.do(actions)
             return
         self.queued += 1
         try:
@@ -225,7 +219,7 @@ class _Runner:
         if error is not None:
             raise error
         if actions and not self.cancelled and not self.done.done():
-            self._do(actions)
+            self.do(actions)
 
     def _trace_event(self, ev: Event) -> None:
         from servprobe.engine.state import Closed, Data
@@ -243,60 +237,44 @@ class _Runner:
         elif isinstance(ev, Timeout):
             pass  # the machine notes which reads timed out
 
-    def _do(self, actions: list[Action]) -> None:
-        for a in actions:
-            if isinstance(a, Send):
-                proto = self.conns.get(a.conn)
-                if proto is not None and proto.transport is not None and not proto.gone:
-                    if self.tracer is not None:
-                        self._log(f"conn {a.conn} SEND {a.probe} {len(a.data)} bytes: {describe(a.data)}")
-                    try:
-                        if isinstance(proto, UdpProtocol):
-                            proto.transport.sendto(a.data)
-                        else:
-                            proto.transport.write(a.data)
-                    except (OSError, RuntimeError) as exc:
-                        self._log(f"conn {a.conn} SEND failed: {exc}")
-            elif isinstance(a, Connect):
-                self.tls[a.conn] = a.tls_level is not None
-                if self.tracer is not None:
-                    mode = f"TLS level {a.tls_level}" if a.tls_level is not None else a.proto.upper()
-                    self._log(f"conn {a.conn} {mode} connection requested (timeout {a.timeout:.1f}s)")
-                self.connecting[a.conn] = self.loop.create_task(self._connect(a))
-            elif isinstance(a, Close):
-                self._close(a.conn)
-            elif isinstance(a, Wait):
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
-                if a.deadline is not None:
-                    self.timer = self.loop.call_at(a.deadline, self._on_timer)
-            elif isinstance(a, Note):
-                self._log(a.text)
-            elif isinstance(a, Report):
-                self._finish(a.result)
-            elif isinstance(a, Wake):
-                other = self.wakers.get(a.key) if self.wakers is not None else None
-                if other is not None:
-                    other.wake()
-            elif isinstance(a, Fault):
-                # one service's internal error ends only that service (issue 11, bug 8)
-                self.faults.append(a.error)
-                if self.debug:
-                    _stderr_trace(f"servprobe: {a.error}")
+    # -- ServiceRunner hooks ----------------------------------------------------------------
+    def on_connect(self, a: Connect) -> None:
+        self.tls[a.conn] = a.tls_level is not None
+        if self.tracer is not None:
+            mode = f"TLS level {a.tls_level}" if a.tls_level is not None else a.proto.upper()
+            self._log(f"conn {a.conn} {mode} connection requested (timeout {a.timeout:.1f}s)")
 
-    wakers: dict[int, _Runner] | None = None  # machine key -> runner, for Wake actions
-    debug = 0
-    faults: list[str] = []
+    def on_send(self, a: Send, sent: bool) -> None:
+        if sent and self.tracer is not None:
+            self._log(f"conn {a.conn} SEND {a.probe} {len(a.data)} bytes: {describe(a.data)}")
+
+    def on_note(self, text: str) -> None:
+        self._log(text)
+
+    def on_report(self, result: ServiceResult) -> None:
+        self.cancel()
+        if not self.done.done():
+            self.done.set_result(result)
+
+    def on_wake(self, key: int) -> None:
+        other = self.wakers.get(key) if self.wakers is not None else None
+        if other is not None:
+            other.wake()
+
+    def on_fault(self, error: str) -> None:
+        # one service's internal error ends only that service (issue 11, bug 8)
+        self.faults.append(error)
+        if self.debug:
+            _stderr_trace(f"servprobe: {error}")
+
+    def close_conn(self, conn: int) -> None:
+        self.tls.pop(conn, None)
+        super().close_conn(conn)
 
     def wake(self) -> None:
         """A connection budget freed up: let the machine try to speculate again (soon)."""
         if not self.done.done():
             self.loop.call_soon(self.feed, Timeout())
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.feed(Timeout())
 
     def _host_timeout(self) -> None:
         self.host_timer = None
@@ -305,111 +283,13 @@ class _Runner:
             now = self.loop.time()
             self.step(lambda: self.m.abort(now, "host timeout"))
 
-    def _close(self, conn: int) -> None:
-        task = self.connecting.pop(conn, None)
-        if task is not None:
-            task.cancel()
-        proto = self.conns.pop(conn, None)
-        self.tls.pop(conn, None)
-        if proto is not None:
-            proto.gone = True
-            tr = proto.transport
-            if tr is not None:
-                if isinstance(proto, TcpProtocol):
-                    tr.abort()  # no lingering FIN_WAIT/TLS shutdown dance for a probe socket
-                else:
-                    tr.close()
-
     def cancel(self) -> None:
         """Release everything (normal end, cancellation, error)."""
         self.cancelled = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.host_timer is not None:
             self.host_timer.cancel()
             self.host_timer = None
-        for conn in list(self.conns) + list(self.connecting):
-            self._close(conn)
-
-    def _finish(self, result: ServiceResult) -> None:
-        self.cancel()
-        if not self.done.done():
-            self.done.set_result(result)
-
-    async def _connect(self, a: Connect) -> None:
-        loop = self.loop
-        conn = a.conn
-        t = self.t
-        proto: Any
-        try:
-            async with asyncio.timeout(a.timeout) as budget:
-                family = socket.AF_INET6 if ":" in t.address else socket.AF_INET
-                local = source_address(a.source_port, family)
-                if a.proto == "udp":
-                    proto = UdpProtocol(conn, self.feed)
-                    try:
-                        await loop.create_datagram_endpoint(
-                            lambda: proto, remote_addr=(t.address, t.port), family=family,
-                            local_addr=local, reuse_port=True if local is not None else None,
-                        )
-                    except OSError as exc:
-                        if local is None:
-                            raise
-                        _note_once(f"cannot send from source port {a.source_port} ({exc.strerror or exc}); "
-                                   "sending from an ephemeral port")
-                        await loop.create_datagram_endpoint(
-                            lambda: proto, remote_addr=(t.address, t.port), family=family
-                        )
-                else:
-                    proto = TcpProtocol(conn, self.feed)
-                    try:
-                        tr, _ = await loop.create_connection(lambda: proto, t.address, t.port, local_addr=local)
-                    except OSError as exc:
-                        if local is None:
-                            raise
-                        _note_once(f"cannot connect from source port {a.source_port} ({exc.strerror or exc}); "
-                                   "connecting from an ephemeral port")
-                        tr, _ = await loop.create_connection(lambda: proto, t.address, t.port)
-                    if a.tls_level is not None:
-                        budget.reschedule(loop.time() + (a.tls_timeout or a.timeout) + 1.0)
-                        from servprobe.net.tls import client_context, sni_name
-
-                        try:
-                            new = await loop.start_tls(
-                                tr,
-                                proto,
-                                client_context(a.tls_level),
-                                server_hostname=sni_name(t.hostname),
-                                ssl_handshake_timeout=a.tls_timeout or a.timeout,
-                            )
-                        except (OSError, EOFError, TimeoutError, ConnectionError) as exc:
-                            proto.gone = True
-                            proto.held = None
-                            tr.abort()
-                            self.connecting.pop(conn, None)
-                            self.feed(TlsFailed(conn, repr(exc)))
-                            return
-                        if new is None:
-                            proto.gone = True
-                            self.connecting.pop(conn, None)
-                            self.feed(TlsFailed(conn, "connection closed during handshake"))
-                            return
-                        proto.transport = new
-        except asyncio.CancelledError:
-            raise
-        except (OSError, TimeoutError) as exc:
-            self.connecting.pop(conn, None)
-            self.feed(ConnectFailed(conn, str(exc) or type(exc).__name__))
-            return
-        self.connecting.pop(conn, None)
-        if self.done.done():
-            with contextlib.suppress(Exception):
-                proto.transport.abort() if isinstance(proto, TcpProtocol) else proto.transport.close()
-            return
-        self.conns[conn] = proto
-        self.feed(Connected(conn))
-        proto.go_live()
+        self.close_all()
 
 
 async def _aiter(targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget]):
@@ -419,35 +299,6 @@ async def _aiter(targets: Iterable[ServiceTarget] | AsyncIterable[ServiceTarget]
     else:
         for t in targets:  # type: ignore[union-attr]
             yield t
-
-
-_NOTED: set[str] = set()
-
-
-def _note_once(text: str) -> None:
-    """A note for the user on stderr, once per process (e.g. a source port we cannot use)."""
-    if text in _NOTED:
-        return
-    _NOTED.add(text)
-    import sys
-
-    with contextlib.suppress(OSError, ValueError):
-        print(f"servprobe: note: {text}", file=sys.stderr, flush=True)
-
-
-def source_address(port: int | None, family: int, euid: int | None = None) -> tuple[str, int] | None:
-    """Where to bind a probe's socket for its `source=N` option, or None (any port).
-
-    Binding below 1024 needs root (CAP_NET_BIND_SERVICE): without it, say so once and let
-    the kernel pick an ephemeral port (the probe still goes out; a peer that answers only
-    to port N stays silent)."""
-    if port is None:
-        return None
-    if port < 1024 and (os.geteuid() if euid is None else euid) != 0:
-        _note_once(f"probes with source={port} need root to bind a port below 1024; "
-                   "sending them from an ephemeral port")
-        return None
-    return ("::" if family == socket.AF_INET6 else "0.0.0.0", port)
 
 
 class _TimedDB:
@@ -464,16 +315,6 @@ class _TimedDB:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
-
-
-def _grinder() -> Any:
-    try:
-        from servprobe.rpc import grinder
-    except ImportError:
-        return None
-    if not hasattr(grinder, "wants_grind") or not hasattr(grinder, "grind_result"):
-        return None
-    return grinder
 
 
 async def run_service_scan(
@@ -499,10 +340,15 @@ async def run_service_scan(
     services = asyncio.Semaphore(limits.services)
     # targets read ahead of the scan: bounds memory for huge target lists
     queued = asyncio.Semaphore(max(10_000, 4 * limits.services))
-    grinder = _grinder() if options.rpc_grind else None
     tasks: set[asyncio.Task[None]] = set()
     errors: list[BaseException] = []
     loop = asyncio.get_running_loop()
+    transport = AsyncioTransport(loop)  # the one transport interface (engine.transport)
+
+    def _wake(key: int) -> None:
+        runner = wakers.get(key)
+        if runner is not None:
+            runner.wake()
 
     async def one(target: ServiceTarget, host: _Host) -> ServiceResult:
         now = loop.time()
@@ -516,7 +362,7 @@ async def run_service_scan(
         if target.table_name is None:  # the engine looks nothing up itself
             target = dataclasses.replace(target, table_name=service_name(target.port, target.proto))
         machine = ServiceMachine(target, timed_db, planner, options, host.budget)
-        runner = _Runner(machine, target, tracer, deadline)
+        runner = _Runner(machine, target, transport, tracer, deadline)
         runner.stepper = stepper
         runner.wakers, runner.debug, runner.faults = wakers, options.debug, faults
         wakers[machine.key] = runner
@@ -529,21 +375,17 @@ async def run_service_scan(
         finally:
             runner.cancel()
             wakers.pop(machine.key, None)
-        # RPC grinding is part of the service's scan: it holds the service's slot (its machine's
-        # connections are closed by now, so it uses the service's own descriptors) and stops at
-        # the host timeout like the rest, keeping the result it has
-        if grinder is not None:
-            try:
-                if grinder.wants_grind(result):
-                    async with asyncio.timeout_at(deadline):
-                        result = await grinder.grind_result(result, options)
-            except TimeoutError:
-                tracer(runner.where, "host timeout during RPC grinding")
-            except Exception as exc:  # the grinder must not lose the result
-                tracer(runner.where, f"RPC grinding failed: {exc!r}")
-        # post-processors (servprobe.post, issue 12): nmap's version scripts, natively
-        result = await post_refine(result, options, host.budget, deadline,
-                                   (lambda text: tracer(runner.where, text)) if tracer.trace else None)
+        # post-processors (servprobe.post, issue 12): nmap's version scripts, natively,
+        # rpc-grind among them; on the scan's transport, their freed connection slots
+        # waking this host's waiting machines at once
+        POST_CONTEXT.set(PostContext(options, _wake, transport))
+        result = await post_refine(
+            result,
+            options,
+            host.budget,
+            deadline,
+            (lambda text: tracer(runner.where, text)) if tracer.trace else None,
+        )
         return result
 
     async def worker(host: _Host) -> None:
@@ -612,4 +454,8 @@ def scan_services(
         loop.run_until_complete(run_service_scan(db, targets, opts, keep, trace))
     finally:
         loop.close()
-    return [found[(t.address, t.proto, t.port)] for t in targets if (t.address, t.proto, t.port) in found]
+    return [
+        found[(t.address, t.proto, t.port)]
+        for t in targets
+        if (t.address, t.proto, t.port) in found
+    ]

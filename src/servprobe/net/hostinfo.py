@@ -45,5 +45,7 @@ def with_host_facts(options: EngineOptions, monotonic_now: float) -> EngineOptio
         options,
         platform=options.platform or platform_triplet(),
         tls=options.tls and tls_available(),
-        clock_offset=time.time() - monotonic_now if options.clock_offset is None else options.clock_offset,
+        clock_offset=time.time() - monotonic_now
+        if options.clock_offset is None
+        else options.clock_offset,
     )

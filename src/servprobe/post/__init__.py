@@ -24,6 +24,7 @@ from servprobe.post import (
     mqtt,
     redis,
     rfc868,
+    rpc,
     smb,
     snmp,
     stun,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 # Registry order is the order findings are applied in (later ones win a field).
 REGISTRY: tuple[PostProcessor, ...] = (
+    rpc.POST_TCP,  # first: the RPC program renames the service (nmap's rpc-grind)
+    rpc.POST_UDP,
     amqp.POST,
     mqtt.POST,
     snmp.POST,

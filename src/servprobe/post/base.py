@@ -14,19 +14,30 @@ through `text()` (printable, length-limited).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from servprobe.escape import printable_bytes
 from servprobe.result import ScriptResult, ServiceResult
+
+if TYPE_CHECKING:
+    from servprobe.engine.options import EngineOptions
+    from servprobe.engine.transport import Transport
 
 MAX_BUFFER = 65536  # bytes a machine keeps from one exchange
 POST_DEADLINE = 3.0  # seconds per post-processor exchange, connect included
 # UDP post-processors that also try every port the walk could not name: a silent port must
 # not hold its result back long (an answer on a LAN takes milliseconds; one resend fits)
 UNKNOWN_UDP_DEADLINE = 1.5
-FIELD_LIMITS = {"product": 80, "version": 80, "hostname": 80, "extrainfo": 256, "ostype": 32,
-                "devicetype": 32}  # nmap's truncation of the version fields
+FIELD_LIMITS = {
+    "product": 80,
+    "version": 80,
+    "hostname": 80,
+    "extrainfo": 256,
+    "ostype": 32,
+    "devicetype": 32,
+}  # nmap's truncation of the version fields
 
 
 def text(data: bytes | str, limit: int = 1024) -> str:
@@ -46,6 +57,9 @@ class Finding:
     service: str | None = None  # a service name, only used when the walk found none
     tunnel: Literal["ssl"] | None = None  # the service really lives inside TLS
     more: list[ScriptResult] = field(default_factory=list)  # further script outputs
+    # result attributes set as they are (a post-processor that redefines the service, like
+    # rpc-grind: service, version, rpc, method... exactly as its own rule says)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class Machine:
@@ -94,6 +108,43 @@ class Buffered(Machine):
 
 
 @dataclass(frozen=True, slots=True)
+class PostEnv:
+    """What a running post-processor may use: the scan's options, the transport."""
+
+    options: EngineOptions | None
+    transport: Transport
+
+
+class Driven(Machine):
+    """A machine that needs more than one connection (rpc-grind: the portmapper, then the
+    port, reconnecting): it drives the transport itself, still without sockets or clocks of
+    its own. The runner calls `begin(env, log, done)`, then `done(error)` comes once (unless
+    `stop()` came first: the deadline); `finish()` as for every machine."""
+
+    def begin(
+        self, env: PostEnv, log: Callable[[str], None], done: Callable[[BaseException | None], None]
+    ) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Close everything (the deadline passed, or the scan is cancelled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostContext:
+    """What the driver hands the post runner beyond refine()'s arguments: the options, a
+    wake-up for the engine machine a freed connection slot belongs to, the transport."""
+
+    options: EngineOptions | None = None
+    wake: Callable[[int], None] | None = None
+    transport: Transport | None = None
+
+
+# set by the driver around refine() (servprobe.net.driver); run_post reads it
+POST_CONTEXT: ContextVar[PostContext | None] = ContextVar("servprobe_post_context", default=None)
+
+
+@dataclass(frozen=True, slots=True)
 class Trigger:
     """Which results a post-processor applies to.
 
@@ -129,6 +180,8 @@ class PostProcessor:
     summary: str  # one line for --help and the docs
     offline: bool = False  # needs no connection (reads the result only)
     deadline: float = POST_DEADLINE  # seconds for its exchange, connect included
+    # whether the scan's options allow it at all (rpc-grind: --version-intensity >= 7)
+    enabled: Callable[[EngineOptions | None], bool] | None = None
 
 
 def target_name(result: ServiceResult) -> str:
@@ -180,6 +233,8 @@ def _format(value: Any, depth: int, lines: list[str]) -> None:
 
 def apply(result: ServiceResult, finding: Finding) -> None:
     """Refine `result` in place with what a post-processor found."""
+    for name, value in finding.overrides.items():
+        setattr(result, name, value)
     for name, value in finding.fields.items():
         if name in FIELD_LIMITS:  # "" clears a field: a guess the service contradicts
             setattr(result, name, value[: FIELD_LIMITS[name]] or None)

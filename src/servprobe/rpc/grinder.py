@@ -1,7 +1,9 @@
 """Public RPC grinding API: name the SunRPC program behind a port, with or without a portmapper.
 
-Used by the engine driver (after version detection says a port speaks SunRPC) and by the
-CLI's -sR (RPC scan without full version detection):
+Used by the rpc-grind post-processor (servprobe.post.rpc: after version detection says a
+port speaks SunRPC) and by the CLI's -sR (RPC scan without full version detection). The
+decisions are flows (generators of rpc.transport operations) that run on any transport of
+the one interface; the async functions below run them on the asyncio loop:
 
     wants_grind(result)                    -> should the driver hand this result to us?
     await grind_result(result, options)    -> the result, named after the RPC program
@@ -33,7 +35,8 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..engine.options import EngineOptions, ServiceTarget
 from ..result import RpcInfo, ServiceResult
@@ -43,12 +46,16 @@ from .portmap import PMAP_PORT, PortMap, merge, parse_dump_reply
 from .portmap import dump_call as _dump_call
 from .protocol import RpcError
 from .table import RpcTable, default_table
-from .transport import call_tcp, call_udp, grind_tcp, grind_udp
+from .transport import CallOp, FlowOp, GrindOp, Op, run
+
+if TYPE_CHECKING:
+    from servprobe.engine.transport import Transport
 
 RPC_SERVICE_NAMES = frozenset({"rpcbind", "sunrpc", "rpc", "portmapper"})
 # Calls in flight per port, by timing template (servprobe.timing, the one table).
 WINDOW_BY_TIMING = {t: timing(t).rpc_window for t in range(6)}
 GRIND_TIMEOUT = 60.0  # whole-table grind of one port, worst case (UDP, lossy)
+CHECK_TIMEOUT = 10.0  # confirming the programs the portmapper lists at the port
 PMAP_TIMEOUT = 2.0
 PMAP_CACHE_TTL = 60.0
 
@@ -76,12 +83,12 @@ def _portmapper_enabled(options: EngineOptions | None) -> bool:
 # -- portmapper --------------------------------------------------------------------------
 
 
-async def query_portmapper(
+def portmapper_flow(
     address: str, *, port: int = PMAP_PORT, timeout: float = PMAP_TIMEOUT
-) -> PortMap | None:
+) -> Generator[Op, Any, PortMap | None]:
     """DUMP the portmapper of a host: TCP first, then UDP; v2 (IPv4) or v4/v3 (IPv6 too).
 
-    None when nothing answers as a portmapper there.
+    A flow (rpc.transport.FlowOp): None when nothing answers as a portmapper there.
     """
     family = 6 if ":" in address else 4
     versions = (2, 4) if family == 4 else (4, 3)
@@ -90,10 +97,9 @@ async def query_portmapper(
         for version in versions:
             msg = _dump_call(rng.getrandbits(32), version)
             try:
-                if proto == "tcp":
-                    raw = await call_tcp(address, port, msg, timeout=timeout)
-                else:
-                    raw = await call_udp(address, port, msg, timeout=timeout, tries=2)
+                raw = yield CallOp(
+                    address, port, proto, msg, timeout=timeout, tries=2 if proto == "udp" else 1
+                )
             except (OSError, TimeoutError, RpcError, EOFError):
                 break  # nobody (or no RPC) there on this transport: try the other one
             try:
@@ -107,25 +113,83 @@ async def query_portmapper(
     return None
 
 
+async def query_portmapper(
+    address: str, *, port: int = PMAP_PORT, timeout: float = PMAP_TIMEOUT
+) -> PortMap | None:
+    """portmapper_flow on the running asyncio loop."""
+    return await run(FlowOp(portmapper_flow(address, port=port, timeout=timeout)))
+
+
+class _CacheEntry:
+    __slots__ = ("at", "done", "query", "scope", "value", "waiters")
+
+    def __init__(self, at: float, scope: object) -> None:
+        self.at = at
+        self.scope = scope
+        self.done = False
+        self.value: PortMap | None = None
+        self.waiters: list[Callable[[Any, BaseException | None], None]] = []
+        self.query: FlowOp | None = None
+
+
 class PortmapCache:
     """One DUMP per host and scan, shared by every port of that host being ground."""
 
     def __init__(self, ttl: float = PMAP_CACHE_TTL) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, asyncio.Task[PortMap | None]]] = {}
+        self._entries: dict[str, _CacheEntry] = {}
+
+    def lookup(self, address: str) -> Op:
+        """An operation whose value is the host's PortMap (or None), queried once."""
+        return _CachedDump(self, address)
 
     async def get(self, address: str) -> PortMap | None:
-        now = time.monotonic()
+        return await run(self.lookup(address))
+
+    def _entry(self, address: str, transport: Transport) -> _CacheEntry:
+        now = transport.now()
+        scope = getattr(transport, "loop", transport)  # one loop / one simulation
         hit = self._entries.get(address)
-        if hit is None or now - hit[0] > self.ttl or hit[1].get_loop() is not _loop():
-            task = asyncio.ensure_future(query_portmapper(address))
-            hit = (now, task)
-            self._entries[address] = hit
-        return await asyncio.shield(hit[1])
+        if hit is None or hit.scope is not scope or now - hit.at > self.ttl:
+            hit = self._entries[address] = _CacheEntry(now, scope)
+            entry = hit
+
+            def answered(value: Any, error: BaseException | None) -> None:
+                entry.done, entry.value, entry.query = True, value if error is None else None, None
+                waiters, entry.waiters = entry.waiters, []
+                for w in waiters:
+                    w(entry.value, None)
+
+            hit.query = FlowOp(portmapper_flow(address))
+            hit.query.start(transport, answered)
+        return hit
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    return asyncio.get_running_loop()
+class _CachedDump(Op):
+    """A waiter on the cache: the query goes on for the others when one waiter cancels."""
+
+    def __init__(self, cache: PortmapCache, address: str) -> None:
+        super().__init__()
+        self.cache = cache
+        self.address = address
+        self.entry: _CacheEntry | None = None
+
+    def begin(self) -> None:
+        assert self.transport is not None
+        entry = self.entry = self.cache._entry(self.address, self.transport)
+        if entry.done:
+            value = entry.value
+            self.transport.call_soon(lambda: self.finish(value))
+        else:
+            entry.waiters.append(self._answer)
+
+    def _answer(self, value: Any, error: BaseException | None) -> None:
+        self.finish(value, error)
+
+    def cancel(self) -> None:
+        if self.entry is not None and self._answer in self.entry.waiters:
+            self.entry.waiters.remove(self._answer)
+        super().cancel()
 
 
 # The engine driver calls grind_result() port by port with the same EngineOptions object:
@@ -149,7 +213,7 @@ def _cache_for(options: EngineOptions | None) -> PortmapCache:
 # -- grinding ----------------------------------------------------------------------------
 
 
-async def grind_port(
+def grind_op(
     address: str,
     port: int,
     proto: str,
@@ -161,23 +225,21 @@ async def grind_port(
     connect_timeout: float = 5.0,
     timeout: float = GRIND_TIMEOUT,
     rng: random.Random | None = None,
-) -> GrindResult:
-    """Grind one port: NULL calls for every program (default: the whole table)."""
+) -> Generator[Op, Any, GrindResult]:
+    """A flow grinding one port: NULL calls for every program (default: the whole table)."""
     if programs is None:
         programs = (table or default_table()).numbers()
     machine = Grinder(list(programs), stream=proto == "tcp", window=window, canary=canary, rng=rng)
-    try:
-        async with asyncio.timeout(timeout):
-            if proto == "tcp":
-                await grind_tcp(machine, address, port, connect_timeout=connect_timeout)
-            else:
-                await grind_udp(machine, address, port)
-    except TimeoutError:
-        machine.unreachable(f"grind timed out after {timeout:g}s")
+    yield GrindOp(machine, address, port, proto, connect_timeout=connect_timeout, timeout=timeout)
     if machine.result is None:  # the transport ended without the machine deciding
         machine.unreachable("transport ended")
     assert machine.result is not None
     return machine.result
+
+
+async def grind_port(address: str, port: int, proto: str, **kw: Any) -> GrindResult:
+    """Grind one port on the running asyncio loop (grind_op's arguments)."""
+    return await run(FlowOp(grind_op(address, port, proto, **kw)))
 
 
 def _version_text(low: int, high: int) -> str | None:
@@ -186,24 +248,28 @@ def _version_text(low: int, high: int) -> str | None:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def rpc_fields(info: RpcInfo, now: float) -> dict[str, Any]:
+    """The result's fields as nmap shows an RPC port: `status 1 (RPC #100024)`."""
+    return {
+        "service": info.name,
+        "product": None,
+        "version": _version_text(info.lowver, info.highver),
+        "extrainfo": f"RPC #{info.program}",
+        "cpes": [],
+        "method": "probed",
+        "conf": 10,
+        "soft": False,
+        "rpc": info,
+        "finished": now,
+    }
+
+
 def apply_rpc(result: ServiceResult, info: RpcInfo) -> ServiceResult:
-    """The result as nmap shows an RPC port: `status 1 (RPC #100024)`."""
-    return dataclasses.replace(
-        result,
-        service=info.name,
-        product=None,
-        version=_version_text(info.lowver, info.highver),
-        extrainfo=f"RPC #{info.program}",
-        cpes=[],
-        method="probed",
-        conf=10,
-        soft=False,
-        rpc=info,
-        finished=time.time(),
-    )
+    """A copy of `result` shown as an RPC port (rpc_fields)."""
+    return dataclasses.replace(result, **rpc_fields(info, time.time()))
 
 
-async def identify(
+def identify_flow(
     address: str,
     port: int,
     proto: str,
@@ -211,23 +277,23 @@ async def identify(
     *,
     cache: PortmapCache | None = None,
     table: RpcTable | None = None,
-) -> tuple[RpcInfo | None, GrindResult | None]:
-    """Name the RPC program on one port. Returns (info or None, the grind that decided)."""
+) -> Generator[Op, Any, tuple[RpcInfo | None, GrindResult | None]]:
+    """Name the RPC program on one port, as a flow: (info or None, the grind that decided)."""
     table = table or default_table()
     window = _window(options)
     connect_timeout = getattr(options, "connect_timeout", 5.0) if options else 5.0
     if _portmapper_enabled(options):
-        pmap = await (cache or _cache_for(options)).get(address)
+        pmap = yield (cache or _cache_for(options)).lookup(address)
         listed = pmap.programs_at(proto, port) if pmap else {}
         if listed:
-            check = await grind_port(
+            check = yield from grind_op(
                 address,
                 port,
                 proto,
                 programs=list(listed),
                 window=window,
                 connect_timeout=connect_timeout,
-                timeout=10.0,
+                timeout=CHECK_TIMEOUT,
             )
             if check.outcome is Outcome.FOUND and check.program is not None:
                 low, high = check.lowver, check.highver
@@ -242,7 +308,7 @@ async def identify(
                 vers = listed[prog]
                 return RpcInfo(prog, table.name(prog), min(vers), max(vers), "portmapper"), check
             # Stale registration or something else answers there now: grind it.
-    res = await grind_port(
+    res = yield from grind_op(
         address,
         port,
         proto,
@@ -256,6 +322,22 @@ async def identify(
     return None, res
 
 
+async def identify(
+    address: str,
+    port: int,
+    proto: str,
+    options: EngineOptions | None = None,
+    *,
+    cache: PortmapCache | None = None,
+    table: RpcTable | None = None,
+) -> tuple[RpcInfo | None, GrindResult | None]:
+    """identify_flow on the running asyncio loop."""
+    return await run(FlowOp(identify_flow(address, port, proto, options, cache=cache, table=table)))
+
+
+PROMISCUOUS_NOTE = "accepts any RPC program"
+
+
 async def grind_result(
     result: ServiceResult,
     options: EngineOptions | None = None,
@@ -265,19 +347,18 @@ async def grind_result(
     """Name the RPC program behind a result version detection found to speak SunRPC.
 
     Returns a new ServiceResult; the input is returned unchanged when the port is not RPC
-    after all or its program is not in the table.
+    after all or its program is not in the table. (A scan does this through the rpc-grind
+    post-processor, servprobe.post.rpc; this is the same flow for library callers.)
     """
     info, grind = await identify(result.address, result.port, result.proto, options, cache=cache)
     if info is not None:
         return apply_rpc(result, info)
     if grind is not None and grind.outcome is Outcome.PROMISCUOUS and not result.extrainfo:
-        return dataclasses.replace(result, extrainfo="accepts any RPC program")
+        return dataclasses.replace(result, extrainfo=PROMISCUOUS_NOTE)
     return result
 
 
-async def _rpc_one(
-    t: ServiceTarget, options: EngineOptions, cache: PortmapCache
-) -> ServiceResult:
+async def _rpc_one(t: ServiceTarget, options: EngineOptions, cache: PortmapCache) -> ServiceResult:
     base = ServiceResult(t.address, t.port, t.proto, state="open")
     if t.hostname:
         base.hostnames = [t.hostname]
@@ -286,7 +367,7 @@ async def _rpc_one(
         return apply_rpc(base, info)
     if grind is not None and grind.outcome is Outcome.PROMISCUOUS:
         return dataclasses.replace(
-            base, service="rpcbind", extrainfo="accepts any RPC program", method="probed"
+            base, service="rpcbind", extrainfo=PROMISCUOUS_NOTE, method="probed"
         )
     if grind is not None and grind.outcome in (Outcome.EXHAUSTED, Outcome.DENIED):
         # It speaks RPC, we just cannot name the program.
