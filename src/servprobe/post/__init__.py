@@ -18,6 +18,7 @@ from servprobe.post import (
     fpstrings,
     git,
     http,
+    ike,
     kerberos,
     ldap,
     memcached,
@@ -62,6 +63,7 @@ REGISTRY: tuple[PostProcessor, ...] = (
     rfc868.POST_UDP,
     stun.POST_UDP,
     stun.POST_TCP,
+    ike.POST,
     smb.POST,
     smb.POST_SMB1,  # after SMB2: a version SMB1 states replaces the dropped guess
     fpstrings.POST_TCP,
