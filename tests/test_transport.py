@@ -292,3 +292,32 @@ def test_udp_post_exchange_resends_in_virtual_time() -> None:
     model = DropFirst()
     log = _sim_exchange(7, M(r), {("udp", 7): model})
     assert model.seen == 2 and "no answer yet: resending" in log
+
+
+def test_the_rpc_post_processor_runs_in_virtual_time_too() -> None:
+    """post.rpc's machine on the simulator gives what run_post gives on sockets (above):
+    the same flow, only the transport differs."""
+    from servprobe.post import rpc as rpc_post
+    from servprobe.post.base import apply
+
+    model_srv = RpcTestServer({100024: (1, 1)}, proto="udp")
+    try:
+        r = ServiceResult("127.0.0.1", 700, "udp", service="rpcbind", method="probed", conf=10)
+        m = rpc_post.RpcMachine(r)
+        net = SimTransport({("udp", 700): RpcModel(model_srv)})
+        ended: list[BaseException | None] = []
+        m.begin(PostEnv(NO_PMAP, net), lambda text: None, ended.append)
+        net.run_until(lambda: bool(ended))
+    finally:
+        model_srv.stop()
+    finding = m.finish()
+    assert ended == [None] and finding is not None
+    apply(r, finding)
+    assert (r.service, r.version, r.extrainfo, r.rpc and r.rpc.via) == (
+        "status",
+        "1",
+        "RPC #100024",
+        "grind",
+    )
+    # a fixed virtual clock: the result's time is the simulator's wall(), not the machine's
+    assert r.finished == net.wall()
