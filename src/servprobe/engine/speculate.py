@@ -94,6 +94,57 @@ limits) than about the service: the attempt is forgotten, speculation stops for 
 and the step runs in order later. All rules apply only while speculating; --sequential (the
 direct provider) waits every wait, as nmap does.
 
+Servers that cap connections per client (issue 17)
+--------------------------------------------------
+ngircd (MaxConnectionsIP), sshd (MaxStartups), vsftpd (max_per_ip), Postfix and others
+answer connections past their cap with a refusal: a message or nothing, then a close,
+whatever the probe. Parallel attempts break the premise above (connections independent of
+each other), so the outcome of an attempt that overlapped others may be the cap's, not the
+probe's. The server cannot be asked which; the rules below never need to know.
+
+  *Overlap.* For every fresh TCP attempt we count the other connections of this service
+  that overlapped it: open when it connected (NULL included), opened while it ran (with
+  jitter a later connection can reach the server first), and those we closed less than a
+  linger time before it connected (our close is still on its way to the server; linger =
+  twice the slowest round trip seen on any attempt, first bytes or the server's close, plus
+  10 ms; speculation_grace before any).
+
+  *Refusal rule.* An attempt the server closed (EOF or reset, with or without bytes, before
+  its read ended otherwise) while it overlapped more than SAFE_OVERLAP = 1 other connection
+  may have been refused by policy. Its outcome is discarded unseen: not matched against the
+  database, not added to the fingerprint, its latency kept out of the quiet-step rule and
+  the linger time (it may still serve the silence rule: it shows how fast the server
+  reacts). The step runs again, and only in a quiet moment: at most one other connection
+  counted when it connects and nothing else launched while it runs (when the walk waits at
+  that step, attempts running ahead are closed to make the moment; they run again when
+  needed). A cap of two or more connections never refuses such a re-run, so its outcome is
+  the one nmap's one-connection-at-a-time walk would see, and it is final. (A cap of one
+  connection per client is beyond this rule; nmap itself trips over it whenever its previous
+  connection's close is still in flight. A cap that answers without closing, or by silence,
+  is not detected either, nor a refusal message that hard-matches a line as it arrives on
+  the attempt the walk waits at -- none of nmap's lines matches the refusals of ngircd,
+  sshd or vsftpd.)
+
+  *Verdict and AIMD window.* The re-run tells what the discarded outcome was: the same bytes
+  (one a prefix of the other) closed or matched again -- the server simply closes after that
+  answer (nginx, PostgreSQL, stunnel do), nothing changes; anything else -- it was a
+  refusal. A confirmed refusal gives the service an AIMD window, as TCP's congestion
+  window: the connections of the service open at once (NULL, the walk's own step and
+  speculative attempts, lingering closes included) are bounded by `cwnd`, which starts at
+  half the load the refusal saw, halves again on a refusal from a later round (attempts
+  launched after the last cut; one cut per round, as TCP halves once per loss window), never
+  falls below CWND_FLOOR = 2 (the step the walk waits at plus one: with one, NULL's six
+  seconds would stall everything, and the refusal rule already makes a second connection
+  safe), and grows by 1/cwnd for each attempt that ends without being discarded. Before
+  any confirmed refusal there is no such bound: servers without a cap keep every rule above
+  unchanged and pay only for the quiet re-runs of their own closes (on loopback a few
+  milliseconds each). The host's ConnBudget hears of confirmed refusals too and narrows the
+  host's speculative connections the same way once two services of the host refused
+  (engine.budget); --max-conn-per-host N fixes the host's limit by hand instead.
+
+Outcomes still do not depend on timing or windows: a discarded outcome is never used, and a
+kept one was read either uncrowded or without the server closing on it.
+
 Silent ports cost about one NULL wait plus one probe wait when probe_parallelism covers the
 order (default 32: nmap's DB selects ~30 TCP probes at intensity 7), instead of one wait per
 probe: NULL 6 s + cheat step 5 s, against about 150 s sequentially.
