@@ -10,7 +10,7 @@ BIN     = $(VENV)/bin
 APT_PACKAGES = nmap nmap-common ndiff libxml2-utils openssl ssl-cert \
 	openssh-server openssh-client nginx vsftpd postfix redis-server memcached dnsmasq-base \
 	postgresql stunnel4 rpcbind nfs-common tmux chromium chromium-driver iproute2 util-linux \
-	rabbitmq-server mosquitto snmpd slapd samba prosody krb5-kdc varnish haproxy xinetd git coturn ngircd netbase
+	rabbitmq-server mosquitto snmpd slapd samba prosody krb5-kdc varnish haproxy xinetd git coturn ngircd strongswan-charon strongswan-swanctl podman netbase
 
 .PHONY: run test venv deps apt lint bench clean
 
