@@ -1,6 +1,7 @@
 """Real Debian daemons the post-processor tests need, on 127.0.0.1 free ports.
 
-Owns: rabbitmq-server (with its own epmd), mosquitto and snmpd, each hermetic (own config,
+Owns: rabbitmq-server (with its own epmd), mosquitto, snmpd, strongSwan charon (in a
+network namespace) and podman's Docker API service, each hermetic (own config,
 state and log directories, node name and ports), reusing tests/daemons.py's helpers for
 ports, process groups, waiting and dpkg versions. Stopping signals only the process groups
 started here.
@@ -16,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from daemons import (
     HOST,
@@ -51,25 +53,41 @@ def rabbitmq() -> Iterator[Daemon]:
         )
         (d / "enabled_plugins").write_text("[].\n")
         env = {
-            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(d), "LANG": "C.UTF-8",
-            "ERL_EPMD_PORT": str(epmd_port), "ERL_EPMD_ADDRESS": HOST,
-            "RABBITMQ_NODENAME": node, "RABBITMQ_NODE_IP_ADDRESS": HOST,
-            "RABBITMQ_NODE_PORT": str(amqp), "RABBITMQ_DIST_PORT": str(dist),
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": str(d),
+            "LANG": "C.UTF-8",
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": HOST,
+            "RABBITMQ_NODENAME": node,
+            "RABBITMQ_NODE_IP_ADDRESS": HOST,
+            "RABBITMQ_NODE_PORT": str(amqp),
+            "RABBITMQ_DIST_PORT": str(dist),
             "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
             "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
             "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
         }
         log = d / "rabbitmq.log"
         # epmd in the foreground in a group of ours: the one erl would start daemonizes
-        with _running([epmd, "-port", str(epmd_port), "-address", HOST], d / "epmd.log", env=env) as ep:
+        with _running(
+            [epmd, "-port", str(epmd_port), "-address", HOST], d / "epmd.log", env=env
+        ) as ep:
             _wait_tcp(epmd_port, ep, "epmd", d / "epmd.log")
             with _running([server], log, env=env, cwd=d) as proc:
                 _wait_tcp(amqp, proc, "rabbitmq-server", log, timeout=RABBITMQ_START_TIMEOUT)
-                yield Daemon("rabbitmq", "rabbitmq-server", version, [Endpoint("rabbitmq", amqp)],
-                             d, log, proc.pid, extra={"node": node})
+                yield Daemon(
+                    "rabbitmq",
+                    "rabbitmq-server",
+                    version,
+                    [Endpoint("rabbitmq", amqp)],
+                    d,
+                    log,
+                    proc.pid,
+                    extra={"node": node},
+                )
 
 
 @contextlib.contextmanager
@@ -87,8 +105,9 @@ def mosquitto() -> Iterator[Daemon]:
         log = d / "mosquitto.log"
         with _running([binary, "-c", str(conf)], log) as proc:
             _wait_tcp(port, proc, "mosquitto", log)
-            yield Daemon("mosquitto", "mosquitto", version, [Endpoint("mosquitto", port)], d, log,
-                         proc.pid)
+            yield Daemon(
+                "mosquitto", "mosquitto", version, [Endpoint("mosquitto", port)], d, log, proc.pid
+            )
 
 
 LDAP_SUFFIX = "dc=servprobe,dc=test"
@@ -114,8 +133,16 @@ def slapd() -> Iterator[Daemon]:
         argv = [binary, "-d", "0", "-f", str(conf), "-h", f"ldap://{HOST}:{port}/"]
         with _running(argv, log) as proc:
             _wait_tcp(port, proc, "slapd", log)
-            yield Daemon("slapd", "slapd", version, [Endpoint("slapd", port)], d, log, proc.pid,
-                         extra={"suffix": LDAP_SUFFIX})
+            yield Daemon(
+                "slapd",
+                "slapd",
+                version,
+                [Endpoint("slapd", port)],
+                d,
+                log,
+                proc.pid,
+                extra={"suffix": LDAP_SUFFIX},
+            )
 
 
 @contextlib.contextmanager
@@ -126,25 +153,52 @@ def git_daemon() -> Iterator[Daemon]:
     with _workdir("git-daemon") as d:
         port = free_port()
         repo = d / "repo.git"
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "GIT_CONFIG_NOSYSTEM": "1",
-               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@t"}
-        for argv in (["init", "-q", "--bare", str(repo)],
-                     ["--git-dir", str(repo), "commit-tree", "-m", "x",
-                      "4b825dc642cb6eb9a060e54bf8d69288fbee4904"]):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(d),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        }
+        for argv in (
+            ["init", "-q", "--bare", str(repo)],
+            [
+                "--git-dir",
+                str(repo),
+                "commit-tree",
+                "-m",
+                "x",
+                "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+            ],
+        ):
             out = subprocess.run([git, *argv], capture_output=True, text=True, env=env, check=False)
             if out.returncode:
                 raise DaemonError(f"git {argv[0]} failed: {out.stderr}")
         commit = out.stdout.strip()
-        subprocess.run([git, "--git-dir", str(repo), "update-ref", "refs/heads/main", commit],
-                       check=True, env=env)
+        subprocess.run(
+            [git, "--git-dir", str(repo), "update-ref", "refs/heads/main", commit],
+            check=True,
+            env=env,
+        )
         log = d / "git-daemon.log"
-        argv = [git, "daemon", "--reuseaddr", "--export-all", f"--base-path={repo}",
-                f"--listen={HOST}", f"--port={port}", "--informative-errors", str(repo)]
+        argv = [
+            git,
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={repo}",
+            f"--listen={HOST}",
+            f"--port={port}",
+            "--informative-errors",
+            str(repo),
+        ]
         with _running(argv, log, env=env) as proc:
             _wait_tcp(port, proc, "git daemon", log)
-            yield Daemon("git-daemon", "git", version, [Endpoint("git-daemon", port)], d, log,
-                         proc.pid)
+            yield Daemon(
+                "git-daemon", "git", version, [Endpoint("git-daemon", port)], d, log, proc.pid
+            )
 
 
 SMB_WORKGROUP, SMB_NAME = "SERVPROBE", "SPTEST"
@@ -178,8 +232,16 @@ def smbd(smb1: bool = False) -> Iterator[Daemon]:
         argv = [binary, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]
         with _running(argv, log) as proc:
             _wait_tcp(port, proc, "smbd", log)
-            yield Daemon("smbd", "samba", version, [Endpoint("smbd", port)], d, log, proc.pid,
-                         extra={"workgroup": SMB_WORKGROUP, "name": SMB_NAME})
+            yield Daemon(
+                "smbd",
+                "samba",
+                version,
+                [Endpoint("smbd", port)],
+                d,
+                log,
+                proc.pid,
+                extra={"workgroup": SMB_WORKGROUP, "name": SMB_NAME},
+            )
 
 
 XMPP_DOMAIN = "localhost"
@@ -197,7 +259,7 @@ def prosody() -> Iterator[Daemon]:
         conf = d / "prosody.cfg.lua"
         conf.write_text(
             f'pidfile = "{d}/prosody.pid"\ndata_path = "{d}/data"\n'
-            f"c2s_ports = {{ {port} }}\nc2s_interfaces = {{ \"{HOST}\" }}\n"
+            f'c2s_ports = {{ {port} }}\nc2s_interfaces = {{ "{HOST}" }}\n'
             "s2s_ports = { }\nhttp_ports = { }\nhttps_ports = { }\ncomponent_ports = { }\n"
             'log = { { levels = { min = "info" }, to = "console" } }\n'
             'modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "version" }\n'
@@ -206,11 +268,24 @@ def prosody() -> Iterator[Daemon]:
         )
         log = d / "prosody.log"
         argv = [binary, "--config", str(conf), "-F"]
-        with _running(argv, log, preexec=_as_user("prosody"), cwd=d,
-                      env={"PATH": "/usr/bin:/bin", "HOME": str(d)}) as proc:
+        with _running(
+            argv,
+            log,
+            preexec=_as_user("prosody"),
+            cwd=d,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(d)},
+        ) as proc:
             _wait_tcp(port, proc, "prosody", log)
-            yield Daemon("prosody", "prosody", version, [Endpoint("prosody", port)], d, log, proc.pid,
-                         extra={"domain": XMPP_DOMAIN})
+            yield Daemon(
+                "prosody",
+                "prosody",
+                version,
+                [Endpoint("prosody", port)],
+                d,
+                log,
+                proc.pid,
+                extra={"domain": XMPP_DOMAIN},
+            )
 
 
 def _ids(user: str) -> tuple[int, int]:
@@ -238,19 +313,35 @@ def krb5kdc() -> Iterator[Daemon]:
             f"[logging]\n kdc = FILE:{d}/kdc.log\n"
         )
         (d / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {KRB_REALM}\n")
-        env = {"PATH": "/usr/bin:/bin:/usr/sbin", "KRB5_CONFIG": str(d / "krb5.conf"),
-               "KRB5_KDC_PROFILE": str(d / "kdc.conf"), "HOME": str(d)}
-        made = subprocess.run([kdb5_util, "create", "-s", "-r", KRB_REALM, "-P", "servprobe-test-master"],
-                              capture_output=True, text=True, env=env, check=False)
+        env = {
+            "PATH": "/usr/bin:/bin:/usr/sbin",
+            "KRB5_CONFIG": str(d / "krb5.conf"),
+            "KRB5_KDC_PROFILE": str(d / "kdc.conf"),
+            "HOME": str(d),
+        }
+        made = subprocess.run(
+            [kdb5_util, "create", "-s", "-r", KRB_REALM, "-P", "servprobe-test-master"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         if made.returncode:
             raise DaemonError(f"kdb5_util create failed: {made.stderr}")
         log = d / "krb5kdc.log"
         argv = [kdc, "-n", "-r", KRB_REALM, "-P", str(d / "krb5kdc.pid")]
         with _running(argv, log, env=env) as proc:
             _wait_tcp(port, proc, "krb5kdc", log, (d / "kdc.log",))
-            yield Daemon("krb5kdc", "krb5-kdc", version,
-                         [Endpoint("krb5kdc", port), Endpoint("krb5kdc-udp", port, "udp")], d, log,
-                         proc.pid, extra={"realm": KRB_REALM})
+            yield Daemon(
+                "krb5kdc",
+                "krb5-kdc",
+                version,
+                [Endpoint("krb5kdc", port), Endpoint("krb5kdc-udp", port, "udp")],
+                d,
+                log,
+                proc.pid,
+                extra={"realm": KRB_REALM},
+            )
 
 
 @contextlib.contextmanager
@@ -264,11 +355,29 @@ def varnish() -> Iterator[Daemon]:
         vcl = d / "default.vcl"
         vcl.write_text(f'vcl 4.1;\nbackend default {{ .host = "{HOST}"; .port = "{dead}"; }}\n')
         log = d / "varnishd.log"
-        argv = [binary, "-F", "-a", f"{HOST}:{port}", "-f", str(vcl), "-n", str(d / "work"),
-                "-s", "malloc,16m", "-T", "none", "-p", "thread_pools=1", "-p", "thread_pool_min=5"]
+        argv = [
+            binary,
+            "-F",
+            "-a",
+            f"{HOST}:{port}",
+            "-f",
+            str(vcl),
+            "-n",
+            str(d / "work"),
+            "-s",
+            "malloc,16m",
+            "-T",
+            "none",
+            "-p",
+            "thread_pools=1",
+            "-p",
+            "thread_pool_min=5",
+        ]
         with _running(argv, log) as proc:
             _wait_tcp(port, proc, "varnishd", log)
-            yield Daemon("varnish", "varnish", version, [Endpoint("varnish", port)], d, log, proc.pid)
+            yield Daemon(
+                "varnish", "varnish", version, [Endpoint("varnish", port)], d, log, proc.pid
+            )
 
 
 @contextlib.contextmanager
@@ -287,7 +396,9 @@ def haproxy() -> Iterator[Daemon]:
         log = d / "haproxy.log"
         with _running([binary, "-db", "-f", str(cfg)], log) as proc:
             _wait_tcp(port, proc, "haproxy", log)
-            yield Daemon("haproxy", "haproxy", version, [Endpoint("haproxy", port)], d, log, proc.pid)
+            yield Daemon(
+                "haproxy", "haproxy", version, [Endpoint("haproxy", port)], d, log, proc.pid
+            )
 
 
 @contextlib.contextmanager
@@ -308,12 +419,27 @@ def xinetd_time() -> Iterator[Daemon]:
             )
         conf.write_text("defaults\n{\n  instances = 60\n}\n" + "".join(blocks))
         log = d / "xinetd.log"
-        argv = [binary, "-dontfork", "-f", str(conf), "-pidfile", str(d / "xinetd.pid"), "-filelog", str(log)]
+        argv = [
+            binary,
+            "-dontfork",
+            "-f",
+            str(conf),
+            "-pidfile",
+            str(d / "xinetd.pid"),
+            "-filelog",
+            str(log),
+        ]
         with _running(argv, d / "stderr.log") as proc:
             _wait_tcp(port, proc, "xinetd", d / "stderr.log", (log,))
-            yield Daemon("xinetd", "xinetd", version,
-                         [Endpoint("xinetd-time", port), Endpoint("xinetd-time-udp", port, "udp")],
-                         d, log, proc.pid)
+            yield Daemon(
+                "xinetd",
+                "xinetd",
+                version,
+                [Endpoint("xinetd-time", port), Endpoint("xinetd-time-udp", port, "udp")],
+                d,
+                log,
+                proc.pid,
+            )
 
 
 @contextlib.contextmanager
@@ -324,14 +450,40 @@ def coturn() -> Iterator[Daemon]:
     with _workdir("coturn") as d:
         port = free_port(udp_too=True)
         log = d / "turnserver.log"
-        argv = [binary, "-n", "--listening-ip", HOST, "--listening-port", str(port), "--stun-only",
-                "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout", "--simple-log",
-                "--pidfile", str(d / "turnserver.pid"), "--db", str(d / "turndb"),
-                "--min-port", "49152", "--max-port", "49200"]
+        argv = [
+            binary,
+            "-n",
+            "--listening-ip",
+            HOST,
+            "--listening-port",
+            str(port),
+            "--stun-only",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+            "--pidfile",
+            str(d / "turnserver.pid"),
+            "--db",
+            str(d / "turndb"),
+            "--min-port",
+            "49152",
+            "--max-port",
+            "49200",
+        ]
         with _running(argv, log) as proc:
             _wait_tcp(port, proc, "turnserver", log)
-            yield Daemon("coturn", "coturn", version,
-                         [Endpoint("coturn", port), Endpoint("coturn-udp", port, "udp")], d, log, proc.pid)
+            yield Daemon(
+                "coturn",
+                "coturn",
+                version,
+                [Endpoint("coturn", port), Endpoint("coturn-udp", port, "udp")],
+                d,
+                log,
+                proc.pid,
+            )
 
 
 @contextlib.contextmanager
@@ -360,8 +512,15 @@ def nginx_redirect() -> Iterator[Daemon]:
         argv = [binary, "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)]
         with _running(argv, log, stop_signal=signal.SIGQUIT) as proc:
             _wait_tcp(port, proc, "nginx", log, (d / "error.log",))
-            yield Daemon("nginx-redirect", "nginx", version, [Endpoint("nginx-redirect", port, tls=True)],
-                         d, d / "error.log", proc.pid)
+            yield Daemon(
+                "nginx-redirect",
+                "nginx",
+                version,
+                [Endpoint("nginx-redirect", port, tls=True)],
+                d,
+                d / "error.log",
+                proc.pid,
+            )
 
 
 SNMP_COMMUNITY = "public"
@@ -381,12 +540,25 @@ def snmpd() -> Iterator[Daemon]:
         )
         log = d / "snmpd.log"
         env = {"PATH": "/usr/bin:/bin", "SNMPCONFPATH": str(d), "MIBS": "", "HOME": str(d)}
-        argv = [binary, "-f", "-C", "-c", str(conf), "-Lf", str(log), "-p", str(d / "snmpd.pid"),
-                "-I", "-smux,mteTrigger,mteTriggerConf", f"--persistentDir={d / 'state'}"]
+        argv = [
+            binary,
+            "-f",
+            "-C",
+            "-c",
+            str(conf),
+            "-Lf",
+            str(log),
+            "-p",
+            str(d / "snmpd.pid"),
+            "-I",
+            "-smux,mteTrigger,mteTriggerConf",
+            f"--persistentDir={d / 'state'}",
+        ]
         with _running(argv, d / "stderr.log", env=env) as proc:
             _wait_udp_snmp(port, proc.poll, log)
-            yield Daemon("snmpd", "snmpd", version, [Endpoint("snmpd", port, "udp")], d, log,
-                         proc.pid)
+            yield Daemon(
+                "snmpd", "snmpd", version, [Endpoint("snmpd", port, "udp")], d, log, proc.pid
+            )
 
 
 # a v1 GetRequest for sysDescr.0 with community public (RFC 1157 encoding)
@@ -414,12 +586,138 @@ if __name__ == "__main__":
 
     with contextlib.ExitStack() as stack:
         for name in sys.argv[1:] or ["mosquitto", "snmpd", "rabbitmq"]:
-            dmn = stack.enter_context({"rabbitmq": rabbitmq, "mosquitto": mosquitto, "snmpd": snmpd,
-                                      "slapd": slapd, "git_daemon": git_daemon, "smbd": smbd,
-                                      "prosody": prosody, "krb5kdc": krb5kdc,
-                                      "varnish": varnish, "haproxy": haproxy, "xinetd_time": xinetd_time,
-                                      "coturn": coturn, "nginx_redirect": nginx_redirect}[name]())
+            dmn = stack.enter_context(
+                {
+                    "rabbitmq": rabbitmq,
+                    "mosquitto": mosquitto,
+                    "snmpd": snmpd,
+                    "slapd": slapd,
+                    "git_daemon": git_daemon,
+                    "smbd": smbd,
+                    "prosody": prosody,
+                    "krb5kdc": krb5kdc,
+                    "varnish": varnish,
+                    "haproxy": haproxy,
+                    "xinetd_time": xinetd_time,
+                    "coturn": coturn,
+                    "nginx_redirect": nginx_redirect,
+                }[name]()
+            )
             print(name, dmn.host, dmn.endpoints, dmn.version, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
+
+
+IKE_PSK = "servprobe-test-psk"  # never used: the exchange stops at the responder's message 2
+CHARON_PLUGINS = "random nonce aes sha1 sha2 md5 hmac gmp kdf pem pkcs1 x509 pubkey kernel-netlink socket-default vici"
+
+
+@contextlib.contextmanager
+def charon(ns: Any, send_vendor_id: bool = True) -> Iterator[Daemon]:
+    """strongSwan's charon (IKEv1 responder, PSK, AES proposals) inside the network namespace
+    `ns` (rpcservers.Netns: IKE's ports 500/4500 are fixed, never the host's); its own
+    strongswan.conf (STRONGSWAN_CONF), vici socket and log in a temp dir, /run private; the
+    connection is loaded with swanctl over that socket. `send_vendor_id` is charon's option
+    of that name (its strongSwan vendor ID)."""
+    binary = _require("/usr/lib/ipsec/charon", "strongswan-charon")
+    swanctl = _require("/usr/sbin/swanctl", "strongswan-swanctl")
+    version = dpkg_version("strongswan-charon")
+    with _workdir("charon") as d:
+        vici = d / "charon.vici"
+        log = d / "charon.log"
+        conf = d / "strongswan.conf"
+        conf.write_text(
+            "charon {\n  port = 500\n  port_nat_t = 4500\n"
+            f"  send_vendor_id = {'yes' if send_vendor_id else 'no'}\n  install_routes = no\n"
+            f"  load_modular = no\n  load = {CHARON_PLUGINS}\n"
+            f"  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n  }}\n"
+            f"  filelog {{\n    log {{\n      path = {log}\n      default = 1\n      ike = 2\n    }}\n  }}\n}}\n"
+        )
+        (d / "swanctl.conf").write_text(
+            "connections {\n  v1 {\n    version = 1\n    local_addrs = 127.0.0.1\n    remote_addrs = %any\n"
+            "    proposals = aes128-sha1-modp2048,aes128-sha1-modp1024,aes256-sha256-modp2048\n"
+            "    local {\n      auth = psk\n      id = 127.0.0.1\n    }\n    remote {\n      auth = psk\n    }\n"
+            "    children {\n      c {\n        local_ts = 127.0.0.1/32\n      }\n    }\n  }\n}\n"
+            f"secrets {{\n  ike-1 {{\n    secret = {IKE_PSK}\n  }}\n}}\n"
+        )
+        env = {**os.environ, "STRONGSWAN_CONF": str(conf)}
+        out = d / "stdout.log"
+        with _running(ns.argv([binary]), out, env=env) as proc:
+            deadline = time.monotonic() + 30
+            while not vici.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise DaemonError(f"charon did not start: {read_log(out)}")
+                time.sleep(0.1)
+            loaded = subprocess.run(
+                [
+                    swanctl,
+                    "--load-all",
+                    "--file",
+                    str(d / "swanctl.conf"),
+                    "--uri",
+                    f"unix://{vici}",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+            )
+            if loaded.returncode != 0:
+                raise DaemonError(f"swanctl --load-all failed: {loaded.stdout}{loaded.stderr}")
+            yield Daemon(
+                "charon",
+                "strongswan-charon",
+                version,
+                [Endpoint("ike", 500, "udp")],
+                d,
+                log,
+                proc.pid,
+            )
+
+
+@contextlib.contextmanager
+def podman_api() -> Iterator[Daemon]:
+    """podman's Docker-compatible API service (`podman system service`) on a free loopback
+    port, its storage, run and config directories its own (dockerd itself cannot start on
+    this machine: "Devices cgroup isn't mounted")."""
+    binary = _require("/usr/bin/podman", "podman")
+    version = dpkg_version("podman")
+    with _workdir("podman") as d:
+        port = free_port()
+        for sub in ("root", "runroot", "tmp", "config", "data"):
+            (d / sub).mkdir()
+        (d / "storage.conf").write_text(
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{d / "root"}"\nrunroot = "{d / "runroot"}"\n'
+        )
+        (d / "containers.conf").write_text(
+            '[engine]\nevents_logger = "none"\ncgroup_manager = "cgroupfs"\n'
+        )
+        env = {
+            **os.environ,
+            "CONTAINERS_STORAGE_CONF": str(d / "storage.conf"),
+            "CONTAINERS_CONF": str(d / "containers.conf"),
+            "XDG_CONFIG_HOME": str(d / "config"),
+            "XDG_DATA_HOME": str(d / "data"),
+            "TMPDIR": str(d / "tmp"),
+        }
+        log = d / "podman.log"
+        argv = [
+            binary,
+            "--root",
+            str(d / "root"),
+            "--runroot",
+            str(d / "runroot"),
+            "--tmpdir",
+            str(d / "tmp"),
+            "system",
+            "service",
+            "--time",
+            "0",
+            f"tcp:{HOST}:{port}",
+        ]
+        with _running(argv, log, env=env) as proc:
+            _wait_tcp(port, proc, "podman system service", log)
+            yield Daemon(
+                "podman", "podman", version, [Endpoint("podman-api", port)], d, log, proc.pid
+            )
