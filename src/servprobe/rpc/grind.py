@@ -177,11 +177,13 @@ class Grinder:
         """No call for a table index above the earliest hit is worth sending."""
         return min(self._hits) if self._hits else len(self.programs)
 
-    def _current_rto(self, tries: int) -> float:
-        base = (
-            self.rto if self._srtt is None else max(self.min_rto, min(self.max_rto, 4 * self._srtt))
-        )
-        return base * (2 ** (tries - 1))
+    def _base_rto(self) -> float:
+        if self._srtt is None:
+            return self.rto
+        return max(self.min_rto, min(self.max_rto, 4 * self._srtt))
+
+    def _current_rto(self, tries: int, base: float | None = None) -> float:
+        return (self._base_rto() if base is None else base) * (2 ** (tries - 1))
 
     def _encode(self, xid: int, prog: int) -> bytes:
         body = auth_sys_body(stamp=xid & 0xFFFF) if self._cred == AUTH_SYS else b""
@@ -214,8 +216,9 @@ class Grinder:
             self._last_activity = now
         out: list[bytes] = []
         if not self.stream:
+            base = self._base_rto()  # once per poll: the window may hold hundreds of calls
             for xid, p in list(self._pending.items()):
-                if now >= p.sent_at + self._current_rto(p.tries):
+                if now >= p.sent_at + self._current_rto(p.tries, base):
                     if p.tries >= self.max_tries:
                         del self._pending[xid]
                         if p.index == -1:
@@ -268,7 +271,8 @@ class Grinder:
         if self.stream:
             oldest = min(p.sent_at for p in self._pending.values())
             return max(oldest, self._last_activity or oldest) + self.reply_timeout
-        return min(p.sent_at + self._current_rto(p.tries) for p in self._pending.values())
+        base = self._base_rto()
+        return min(p.sent_at + self._current_rto(p.tries, base) for p in self._pending.values())
 
     def receive(self, msg: bytes, now: float) -> None:
         """One whole reply message (a datagram, or a reassembled TCP record)."""

@@ -118,6 +118,7 @@ class GrindOp(Op):
         self.refused = 0
         self.conn = 0
         self.pending_pump = False
+        self.armed = 0.0
         self.overall: Timer | None = None
 
     def begin(self) -> None:
@@ -194,10 +195,13 @@ class GrindOp(Op):
                 self.finish()
 
     def _pump_soon(self) -> None:
+        # two hops: the poll runs after the datagrams the loop's next look at the socket
+        # finds, so each poll takes a batch of replies and refills the window once
         if not self.pending_pump:
             self.pending_pump = True
             assert self.transport is not None
-            self.transport.call_soon(self._pump)
+            transport = self.transport
+            transport.call_soon(lambda: transport.call_soon(self._pump))
 
     def _pump(self) -> None:
         self.pending_pump = False
@@ -220,7 +224,17 @@ class GrindOp(Op):
         deadline = self.m.next_deadline()
         if deadline is None and (not out or self.proto == "udp"):
             deadline = self.transport.now() + SETTLE  # the machine is settling
-        self._arm(deadline, self._pump)
+        if deadline is None:
+            self._arm(None, self._pump)
+        elif self.timer is None or deadline < self.armed:
+            # one timer, moved only when the machine's deadline comes sooner: a timer that
+            # fires early just polls (and re-arms), cheaper than re-arming on every reply
+            self.armed = deadline
+            self._arm(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._pump()
 
 
 class CallOp(Op):
