@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from servprobe.post import (
     amqp,
+    docker,
     fpstrings,
     git,
     http,
@@ -50,6 +51,7 @@ REGISTRY: tuple[PostProcessor, ...] = (
     snmp.POST,
     snmp.POST_SYSDESCR,
     http.POST,
+    docker.POST,
     redis.POST,
     memcached.POST,
     memcached.POST_UDP,
