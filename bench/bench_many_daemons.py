@@ -14,7 +14,7 @@ answers (service, product, version, extrainfo, tunnel) agree, twice: for servpro
 scripts, which servprobe's post-processors would add) and with the default `all` (nmap's
 https-redirect and amqp-info version scripts do change its answers). A Kerberos KDC's
 "server time: ..." is compared without the clock reading. Also prints the ports identified
-last (the critical path).
+last (the critical path) and the time spent in the matcher.
 
     python bench/bench_many_daemons.py [--udp] [--runs N] [--no-nmap] [--extra N]
 """
@@ -116,6 +116,34 @@ def comparable(answer: Answer | None) -> Answer | None:
     return (answer[0], answer[1], answer[2], extra, answer[4])
 
 
+class MatchClock:
+    """Times every matcher call of a scan (the matcher runs on one engine thread: this is how
+    much a match pool could take off it)."""
+
+    def __init__(self, db: ProbeDB) -> None:
+        self.calls: list[float] = []
+        matcher = db.matcher
+        inner = matcher.match
+
+        def timed(probe: object, data: bytes, timeout: float | None = None) -> object:
+            t = time.perf_counter()
+            try:
+                return inner(probe, data, timeout)
+            finally:
+                self.calls.append(time.perf_counter() - t)
+
+        matcher.match = timed  # type: ignore[method-assign]
+
+    def summary(self) -> str:
+        if not self.calls:
+            return "no matcher calls"
+        total = sum(self.calls)
+        return (
+            f"{len(self.calls)} matcher calls, {total * 1000:.1f} ms in all, "
+            f"slowest {max(self.calls) * 1000:.2f} ms"
+        )
+
+
 def best_of(
     runs: int, db: ProbeDB, targets: list[ServiceTarget], scripts: str
 ) -> tuple[float, list[float], dict[tuple[str, int], Answer]]:
@@ -173,10 +201,15 @@ def main() -> int:
             f"servprobe (default, --version-scripts all): {wall_all:7.2f} s   "
             f"(runs: {', '.join(f'{w:.2f}' for w in walls_all)}; issue target <= 12 s)"
         )
+        clock = MatchClock(db)
         ours_wall, walls, ours = best_of(args.runs, db, targets, "none")
+        per_run = len(clock.calls) // max(1, args.runs)
         print(
             f"servprobe (--version-scripts none):        {ours_wall:7.2f} s   "
             f"(runs: {', '.join(f'{w:.2f}' for w in walls)})"
+        )
+        print(
+            f"matching (all {max(1, args.runs)} runs): {clock.summary()}; about {per_run} calls a run"
         )
         slow = sorted(SLOWEST.items(), key=lambda kv: -kv[1])[:6]
         print(
