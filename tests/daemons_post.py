@@ -677,14 +677,15 @@ def charon(ns: Any, send_vendor_id: bool = True) -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def podman_api() -> Iterator[Daemon]:
+def podman_api(ns: Any = None) -> Iterator[Daemon]:
     """podman's Docker-compatible API service (`podman system service`) on a free loopback
-    port, its storage, run and config directories its own (dockerd itself cannot start on
-    this machine: "Devices cgroup isn't mounted")."""
+    port, or on the API's own 2375 inside the network namespace `ns` (rpcservers.Netns, with
+    its private /run); storage, run and config directories its own. (Debian's dockerd cannot
+    start on this machine: "failed to start daemon: Devices cgroup isn't mounted".)"""
     binary = _require("/usr/bin/podman", "podman")
     version = dpkg_version("podman")
     with _workdir("podman") as d:
-        port = free_port()
+        port = 2375 if ns is not None else free_port()
         for sub in ("root", "runroot", "tmp", "config", "data"):
             (d / sub).mkdir()
         (d / "storage.conf").write_text(
@@ -716,8 +717,28 @@ def podman_api() -> Iterator[Daemon]:
             "0",
             f"tcp:{HOST}:{port}",
         ]
+        if ns is not None:
+            argv = ns.argv(argv)
         with _running(argv, log, env=env) as proc:
-            _wait_tcp(port, proc, "podman system service", log)
+            if ns is None:
+                _wait_tcp(port, proc, "podman system service", log)
+            else:
+                _wait_tcp_in(ns, port, proc, "podman system service", log)
             yield Daemon(
                 "podman", "podman", version, [Endpoint("podman-api", port)], d, log, proc.pid
             )
+
+
+def _wait_tcp_in(
+    ns: Any, port: int, proc: subprocess.Popen[bytes], name: str, log: Path, timeout: float = 30.0
+) -> None:
+    """Wait until `port` accepts connections inside the namespace `ns`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with ns.entered(), socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DaemonError(f"{name} did not listen on {port}: {read_log(log)}")
+        time.sleep(0.1)

@@ -65,10 +65,6 @@ class DockerMachine(HttpMachine):
         f = Finding(ScriptResult("docker-version", format_output(elements), elements))
         f.service = "docker"
         f.fields = {"product": product, "version": elements["Version"]}
-        if "ApiVersion" in elements:
-            f.fields["extrainfo"] = f"API {elements['ApiVersion']}"
-        if elements.get("Os"):
-            f.fields["ostype"] = elements["Os"].capitalize()
         return f
 
 
