@@ -14,17 +14,22 @@ engine options except post-processors and RPC grinding off):
      of three `python bench/bench_daemons.py --no-version-all --no-chatty --runs 3` at commit
      f6a3282 on this 2-core box); the issue bounds it at +10 %.
 
-    python bench/bench_caps.py [--runs N] [--baseline SECONDS] [--no-set] [--no-delay]
+    python bench/bench_caps.py [--runs N] [--baseline SECONDS] [--no-set] [--no-trio] [--no-delay]
+
+SERVPROBE_SRC=DIR runs another tree's code, e.g. the baseline itself:
+    git archive f6a3282 src | tar -x -C /tmp/base
+    SERVPROBE_SRC=/tmp/base/src python bench/bench_caps.py --no-trio
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, os.environ.get("SERVPROBE_SRC") or str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import daemons  # tests/daemons.py: the daemon set
@@ -128,10 +133,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--baseline", type=float, default=BASELINE)
     ap.add_argument("--no-set", action="store_true", help="skip the uncapped daemon set")
+    ap.add_argument("--no-trio", action="store_true", help="skip the capped trio")
     ap.add_argument("--no-delay", action="store_true", help="skip the 150 +- 100 ms path")
     args = ap.parse_args()
     db = servprobe.load_db(str(NMAP_DB) if NMAP_DB.exists() else None)
-    trio(db, max(1, args.runs), not args.no_delay)
+    print(f"servprobe from {servprobe.__file__}")
+    if not args.no_trio:
+        trio(db, max(1, args.runs), not args.no_delay)
     if not args.no_set:
         daemon_set(db, max(1, args.runs), args.baseline)
     return 0

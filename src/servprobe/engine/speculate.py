@@ -106,18 +106,19 @@ probe's. The server cannot be asked which; the rules below never need to know.
   that overlapped it: open when it connected (NULL included), opened while it ran (with
   jitter a later connection can reach the server first), and those we closed less than a
   linger time before it connected (our close is still on its way to the server; linger =
-  twice the slowest round trip seen on any attempt, first bytes or the server's close, plus
-  10 ms; speculation_grace before any).
+  the slowest round trip seen on any attempt, first bytes or the server's close, plus 10 ms
+  -- twice that while fewer than 8 were seen, as one sample may have missed the jitter's
+  worst -- and speculation_grace before any).
 
   *Refusal rule.* An attempt the server closed (EOF or reset, with or without bytes, before
   its read ended otherwise) while it overlapped more than SAFE_OVERLAP = 1 other connection
   may have been refused by policy. Its outcome is discarded unseen: not matched against the
-  database, not added to the fingerprint, its latency kept out of the quiet-step rule and
-  the linger time (it may still serve the silence rule: it shows how fast the server
-  reacts). The step runs again, and only in a quiet moment: at most one other connection
-  counted when it connects and nothing else launched while it runs (when the walk waits at
-  that step, attempts running ahead are closed to make the moment; they run again when
-  needed). A cap of two or more connections never refuses such a re-run, so its outcome is
+  database, not added to the fingerprint (its latency stays evidence for the silence and
+  quiet-step rules: it shows how fast the server reacts, and those rules only judge
+  connections the server kept open). The step runs again, and only in a quiet moment: at
+  most one other connection counted when it connects and nothing else launched while it
+  runs (when the walk waits at that step, attempts running ahead are closed to make the
+  moment; they run again when needed). A cap of two or more connections never refuses such a re-run, so its outcome is
   the one nmap's one-connection-at-a-time walk would see, and it is final. (A cap of one
   connection per client is beyond this rule; nmap itself trips over it whenever its previous
   connection's close is still in flight. A cap that answers without closing, or by silence,
@@ -167,7 +168,8 @@ SPEC_FIRST_WINDOW = 4
 # the refusal rule assumes a cap of at least two connections per client: an attempt that
 # overlapped at most this many others cannot have been refused (module docstring)
 SAFE_OVERLAP = 1
-LINGER_SLACK = 0.01  # seconds added to twice the slowest round trip (timer granularity)
+LINGER_SLACK = 0.01  # seconds added to the linger time (timer granularity)
+LINGER_SAMPLES = 8  # round trips seen before the slowest one alone bounds a close's travel
 # the AIMD window's floor: the step the walk waits at plus one (module docstring)
 CWND_FLOOR = SAFE_OVERLAP + 1
 SPEC_ANSWERING_WINDOW = 4
@@ -212,6 +214,7 @@ class SpeculativeProvider(DirectProvider):
         self._server_closed: set[int] = set()
         self._room_wake: float | None = None
         self._rtt_max: float | None = None  # slowest round trip seen (first bytes or close)
+        self._rtt_samples = 0
         self._now = 0.0
         super().__init__(walk, budget, key)
 
@@ -223,7 +226,6 @@ class SpeculativeProvider(DirectProvider):
         self._spec_t0: float | None = None  # first speculative launch
         self._spec_wake: float | None = None  # when speculation wants to launch more
         self._ramp = 0  # window growth earned by the unmatched-banner ramp
-        self._latency: dict[int, float] = {}  # conn -> first-answer latency (the evidence)
         self._ramped: set[int] = set()  # conns that widened the window (the ramp)
 
     # ------------------------------------------------------------ the walk's questions -------
@@ -302,7 +304,6 @@ class SpeculativeProvider(DirectProvider):
             if att.kind == "fresh" and att.connected_at is not None:
                 lat = now - att.connected_at
                 self._note_rtt(lat)
-                self._latency[att.conn] = lat
                 if self._evidence is None or lat < self._evidence:
                     self._evidence = lat
                 if self._evidence_max is None or lat > self._evidence_max:
@@ -342,6 +343,7 @@ class SpeculativeProvider(DirectProvider):
         return self.proto == "udp" and not self.active
 
     def _note_rtt(self, rtt: float) -> None:
+        self._rtt_samples += 1
         if self._rtt_max is None or rtt > self._rtt_max:
             self._rtt_max = rtt
 
@@ -409,11 +411,13 @@ class SpeculativeProvider(DirectProvider):
 
     def _linger(self) -> float:
         """How long a connection we closed may still count at the server: its close takes one
-        one-way delay to get there. Twice the slowest round trip seen (first bytes or the
-        server's close, on any attempt) bounds it with room for jitter; grace before any."""
+        one-way delay to get there (and the server a moment to act on it), which the slowest
+        round trip seen on any attempt (first bytes or the server's close) bounds once there
+        are LINGER_SAMPLES of them; with fewer, twice that (jitter); grace before any."""
         if self._rtt_max is None:
             return self.grace
-        return 2 * self._rtt_max + LINGER_SLACK
+        factor = 1 if self._rtt_samples >= LINGER_SAMPLES else 2
+        return factor * self._rtt_max + LINGER_SLACK
 
     def _clear_ahead(self, k: int) -> None:
         """The walk waits at discarded step k: its re-run needs a quiet moment, which the
@@ -462,11 +466,8 @@ class SpeculativeProvider(DirectProvider):
             f"{others} other connection(s) overlapped it: possible per-client limit, outcome discarded, "
             "step runs again (refusal rule)"
         )
-        # its latency still shows the server reacts that fast (the silence rule may use it),
-        # but not how long answers take (the quiet-step rule, the linger time)
-        if self._latency.pop(att.conn, None) is not None:
-            lats = list(self._latency.values())
-            self._evidence_max = max(lats) if lats else None
+        # its latency stays evidence: it shows how fast the server reacts on a connection
+        # (the silence and quiet-step rules judge only connections the server kept open)
         if att.conn in self._ramped:
             self._ramped.discard(att.conn)
             self._ramp -= 1
