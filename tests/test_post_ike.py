@@ -154,3 +154,43 @@ def test_no_vendor_claim_without_its_id(tmp_path: Path) -> None:
     found = _elems(port, "ike-version")
     assert "vendor_id" not in found
     assert {"XAUTH", "Dead Peer Detection v1.0"} <= set(found["attributes"])
+
+
+def _answer(cookie: bytes, payload_bytes: bytes, first: int = 13) -> bytes:
+    head = cookie + b"\x11" * 8 + bytes([first, 0x10, 2, 0]) + b"\x00" * 4
+    return head + (28 + len(payload_bytes)).to_bytes(4, "big") + payload_bytes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # a header only
+        b"\x00\x00\x00\x02",  # a payload shorter than its own header
+        b"\x00\x00\xff\xff" + b"\x00" * 10,  # a length past the datagram
+        b"\x0d\x00\x00\x04" * 200,  # an endless chain of empty vendor IDs
+    ],
+)
+def test_malformed_answers_end_cleanly(body: bytes) -> None:
+    """Truncated or looping payload chains: no exception, no vendor claimed."""
+    from servprobe.post.ike import IkeMachine
+    from servprobe.result import ServiceResult
+
+    m = IkeMachine(ServiceResult(HOST, 500, "udp", service="isakmp"))
+    m.start(1.0)
+    m.feed(_answer(m.cookie, body), 1.0)
+    assert m.done
+    f = m.finish()
+    assert f is None or "vendor_id" not in (f.script.elements if f.script else {})
+
+
+def test_an_answer_to_another_cookie_is_ignored() -> None:
+    """A datagram not answering our initiator cookie (a stray or spoofed one) must not be
+    read. Fails (checked) when IkeMachine.feed() drops its `data[:8] == self.cookie` test."""
+    from servprobe.post.ike import IkeMachine
+    from servprobe.result import ServiceResult
+
+    m = IkeMachine(ServiceResult(HOST, 500, "udp", service="isakmp"))
+    m.start(1.0)
+    vid = bytes.fromhex(STRONGSWAN_VID)
+    m.feed(_answer(b"\x01" * 8, b"\x00\x00" + (4 + len(vid)).to_bytes(2, "big") + vid), 1.0)
+    assert not m.done and m.finish() is None
