@@ -117,8 +117,9 @@ probe's. The server cannot be asked which; the rules below never need to know.
   quiet-step rules: it shows how fast the server reacts, and those rules only judge
   connections the server kept open). The step runs again, and only in a quiet moment: at
   most one other connection counted when it connects and nothing else launched while it
-  runs (when the walk waits at that step, attempts running ahead are closed to make the
-  moment; they run again when needed). A cap of two or more connections never refuses such a re-run, so its outcome is
+  runs (when the walk waits at that step, attempts running ahead that have no byte yet are
+  closed to make the moment; they run again when needed; those with bytes keep them, as a
+  server may not answer twice). A cap of two or more connections never refuses such a re-run, so its outcome is
   the one nmap's one-connection-at-a-time walk would see, and it is final. (A cap of one
   connection per client is beyond this rule; nmap itself trips over it whenever its previous
   connection's close is still in flight. A cap that answers without closing, or by silence,
@@ -421,10 +422,12 @@ class SpeculativeProvider(DirectProvider):
 
     def _clear_ahead(self, k: int) -> None:
         """The walk waits at discarded step k: its re-run needs a quiet moment, which the
-        attempts running ahead would hold off for up to their whole wait. Close them (nmap
-        would not have run them yet; they run again when needed)."""
+        attempts running ahead would hold off for up to their whole wait. Close those still
+        without a byte (nmap would not have run them yet; they run again when needed)."""
         for att in list(self._attempts.values()):
-            if att.kind == "fresh" and att.step > k and not att.done:
+            # one that got bytes keeps them: a server may not say it twice (a portmapper that
+            # answers once), so it runs to its end and only delays the quiet moment
+            if att.kind == "fresh" and att.step > k and not att.done and not att.buf:
                 self._close(att)
                 self._started.discard(att.step)
 
