@@ -145,13 +145,22 @@ class MatchClock:
 
 
 def best_of(
-    runs: int, db: ProbeDB, targets: list[ServiceTarget], scripts: str
+    runs: int,
+    db: ProbeDB,
+    targets: list[ServiceTarget],
+    scripts: str,
+    names: dict[tuple[str, int], str],
 ) -> tuple[float, list[float], dict[tuple[str, int], Answer]]:
     walls: list[float] = []
     answers: dict[tuple[str, int], Answer] = {}
     for _ in range(max(1, runs)):
         wall, answers = run_servprobe(db, targets, scripts)
         walls.append(wall)
+        if SLOWEST:  # each run's last port: an outlier run names its culprit
+            key, at = max(SLOWEST.items(), key=lambda kv: kv[1])
+            print(
+                f"  run ({scripts}): {wall:.2f} s, last identified {names.get(key, key)} {key[1]}/{key[0]} at {at:.2f} s"
+            )
     return min(walls), walls, answers
 
 
@@ -196,13 +205,13 @@ def main() -> int:
             f"up in {time.monotonic() - t0:.1f} s"
         )
 
-        wall_all, walls_all, ours_all = best_of(args.runs, db, targets, "all")
+        wall_all, walls_all, ours_all = best_of(args.runs, db, targets, "all", names)
         print(
             f"servprobe (default, --version-scripts all): {wall_all:7.2f} s   "
             f"(runs: {', '.join(f'{w:.2f}' for w in walls_all)}; issue target <= 12 s)"
         )
         clock = MatchClock(db)
-        ours_wall, walls, ours = best_of(args.runs, db, targets, "none")
+        ours_wall, walls, ours = best_of(args.runs, db, targets, "none", names)
         per_run = len(clock.calls) // max(1, args.runs)
         print(
             f"servprobe (--version-scripts none):        {ours_wall:7.2f} s   "
