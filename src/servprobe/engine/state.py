@@ -452,6 +452,7 @@ class ServiceMachine:
         self._actions.append(Fault(error))
         res = self._base()
         res.service = self.target.table_name
+        res.error = error  # counted in the scan summary (bug 8)
         res.finished = self._wall(now)
         self.phase = Phase.FINISHED
         self.result = res

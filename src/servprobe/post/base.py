@@ -67,6 +67,7 @@ class Machine:
 
     proto: Literal["tcp", "udp"] = "tcp"
     follow_tunnel = True  # speak TLS when the service was found inside TLS
+    source_port: int | None = None  # send from this local port (ike-version: 500)
 
     def __init__(self, result: ServiceResult) -> None:
         self.result = result

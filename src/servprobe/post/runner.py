@@ -230,6 +230,7 @@ class Exchange:
             server_hostname=target_name(r),
             timeout=CONNECT_TIMEOUT,
             tls_timeout=CONNECT_TIMEOUT,
+            source_port=m.source_port,  # net.transport falls back when not root or busy
         )
         self.link = env.transport.connect(dial, self._event)
 
