@@ -29,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.environ.get("SERVPROBE_SRC") or str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(
+    0, os.environ.get("SERVPROBE_SRC") or str(Path(__file__).resolve().parent.parent / "src")
+)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import daemons  # tests/daemons.py: the daemon set
@@ -51,8 +53,9 @@ def idle(running: dict) -> None:
         daemons_caps.wait_idle(d.port)
 
 
-def best(db, running: dict, targets: list[ServiceTarget], options: EngineOptions,
-         runs: int) -> tuple[float, list]:
+def best(
+    db, running: dict, targets: list[ServiceTarget], options: EngineOptions, runs: int
+) -> tuple[float, list]:
     walls, results = [], []
     for _ in range(runs):
         idle(running)
@@ -70,12 +73,14 @@ def traced_counts(db, running: dict, targets: list[ServiceTarget]) -> tuple[int,
     idle(running)
     loop = new_event_loop()
     try:
-        loop.run_until_complete(run_service_scan(db, targets, opts(version_trace=True),
-                                                 lambda r: None, trace=lines.append))
+        loop.run_until_complete(
+            run_service_scan(
+                db, targets, opts(version_trace=True), lambda r: None, trace=lines.append
+            )
+        )
     finally:
         loop.close()
-    return (sum("outcome discarded" in x for x in lines),
-            sum("was a refusal" in x for x in lines))
+    return (sum("outcome discarded" in x for x in lines), sum("was a refusal" in x for x in lines))
 
 
 def show(results: list) -> str:
@@ -94,11 +99,15 @@ def trio(db, runs: int, delay: bool) -> None:
         wall, res = best(db, capped, targets, opts(), runs)
         logged = {n: (daemons_caps.refusals(d) or 0) - before[n] for n, d in capped.items()}
         print(f"capped, loopback:              {wall:7.2f} s   {show(res)}")
-        print(f"  refused by the daemons in {runs} runs (their logs): ngircd {logged['ngircd']}, "
-              f"sshd {logged['sshd']}, vsftpd (not logged)")
+        print(
+            f"  refused by the daemons in {runs} runs (their logs): ngircd {logged['ngircd']}, "
+            f"sshd {logged['sshd']}, vsftpd (not logged)"
+        )
         discarded, confirmed = traced_counts(db, capped, targets)
-        print(f"  one traced run: {discarded} outcomes discarded as possible refusals, "
-              f"{confirmed} confirmed refusals")
+        print(
+            f"  one traced run: {discarded} outcomes discarded as possible refusals, "
+            f"{confirmed} confirmed refusals"
+        )
         if delay:
             with DelayProxies(base=0.15, jitter=0.1, seed=5) as px:
                 front = [ServiceTarget("127.0.0.1", px.add(t.port), "tcp") for t in targets]
@@ -106,8 +115,10 @@ def trio(db, runs: int, delay: bool) -> None:
                 wall, res = best(db, capped, front, opts(), runs)
                 logged = {n: (daemons_caps.refusals(d) or 0) - before[n] for n, d in capped.items()}
                 print(f"capped, 150 +- 100 ms:         {wall:7.2f} s   {show(res)}")
-                print(f"  refused by the daemons in {runs} runs: ngircd {logged['ngircd']}, "
-                      f"sshd {logged['sshd']}")
+                print(
+                    f"  refused by the daemons in {runs} runs: ngircd {logged['ngircd']}, "
+                    f"sshd {logged['sshd']}"
+                )
         wall, res = best(db, capped, targets, opts(sequential=True), 1)
         print(f"capped, --sequential loopback: {wall:7.2f} s   {show(res)}")
 
@@ -115,8 +126,11 @@ def trio(db, runs: int, delay: bool) -> None:
 def daemon_set(db, runs: int, baseline: float) -> None:
     print("\n## the uncapped daemon set (tests/daemons.py, TCP)")
     with daemons.all_daemons() as running:
-        targets = [ServiceTarget(d.host, e.port, e.proto)
-                   for d, e in daemons.endpoints(running) if e.proto == "tcp"]
+        targets = [
+            ServiceTarget(d.host, e.port, e.proto)
+            for d, e in daemons.endpoints(running)
+            if e.proto == "tcp"
+        ]
         walls = []
         for _ in range(runs):
             t0 = time.monotonic()
@@ -124,8 +138,10 @@ def daemon_set(db, runs: int, baseline: float) -> None:
             walls.append(time.monotonic() - t0)
         wall = min(walls)
         print(f"servprobe: {wall:6.2f} s  (runs: {', '.join(f'{w:.2f}' for w in walls)})")
-        print(f"before the refusal rule: {baseline:.2f} s; ratio {wall / baseline:.3f} "
-              f"(issue bound: <= 1.10)")
+        print(
+            f"before the refusal rule: {baseline:.2f} s; ratio {wall / baseline:.3f} "
+            f"(issue bound: <= 1.10)"
+        )
 
 
 def main() -> int:

@@ -64,8 +64,16 @@ def ngircd_capped(cap: int | None = CAP) -> Iterator[Daemon]:
         log = d / "ngircd.log"
         with _running([binary, "-n", "-f", str(conf)], log) as proc:
             _wait_tcp(port, proc, "ngircd", log)
-            yield Daemon("ngircd", "ngircd", version, [Endpoint("ngircd", port)], d, log,
-                         proc.pid, extra={"hostname": NGIRCD_NAME})
+            yield Daemon(
+                "ngircd",
+                "ngircd",
+                version,
+                [Endpoint("ngircd", port)],
+                d,
+                log,
+                proc.pid,
+                extra={"hostname": NGIRCD_NAME},
+            )
 
 
 @contextlib.contextmanager
@@ -79,8 +87,11 @@ def sshd_capped(cap: int | None = CAP) -> Iterator[Daemon]:
     with _workdir("sshd-capped") as d:
         port = free_port()
         key = d / "ssh_host_ed25519_key"
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+            check=True,
+            capture_output=True,
+        )
         cfg = d / "sshd_config"
         cfg.write_text(
             f"Port {port}\nListenAddress {HOST}\nHostKey {key}\nPidFile {d / 'sshd.pid'}\n"
@@ -92,8 +103,9 @@ def sshd_capped(cap: int | None = CAP) -> Iterator[Daemon]:
         log = d / "sshd.log"
         with _running([binary, "-D", "-e", "-f", str(cfg)], log) as proc:
             _wait_tcp(port, proc, "sshd", log)
-            yield Daemon("sshd", "openssh-server", version, [Endpoint("sshd", port)], d, log,
-                         proc.pid)
+            yield Daemon(
+                "sshd", "openssh-server", version, [Endpoint("sshd", port)], d, log, proc.pid
+            )
 
 
 @contextlib.contextmanager
@@ -118,8 +130,7 @@ def vsftpd_capped(cap: int | None = CAP) -> Iterator[Daemon]:
         os.chmod(conf, 0o600)  # vsftpd refuses a config writable by others
         with _running([binary, str(conf)], log) as proc:
             _wait_tcp(port, proc, "vsftpd", log)
-            yield Daemon("vsftpd", "vsftpd", version, [Endpoint("vsftpd", port)], d, log,
-                         proc.pid)
+            yield Daemon("vsftpd", "vsftpd", version, [Endpoint("vsftpd", port)], d, log, proc.pid)
 
 
 @contextlib.contextmanager

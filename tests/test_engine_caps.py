@@ -4,10 +4,11 @@ Real daemons with their own caps (tests/daemons_caps.py: ngircd `MaxConnectionsI
 `MaxStartups 2:100:2`, vsftpd `max_per_ip=2`) are scanned one probe at a time
 (`--sequential`, nmap's way: the reference) and with speculation, directly and through the
 delay proxy at 150 ± 100 ms per direction (tests/delayproxy.py), five runs each. Every run
-must give the identity the installed package implies (dpkg versions; nmap 7.93's own answer
-on these daemons is the same: `irc ngircd`, `ssh OpenSSH <upstream> Debian <revision>
-(protocol 2.0)`, `ftp vsftpd <upstream>`) and equal the sequential run field by field; no
-refusal banner may be reported as an identity or appear in a fingerprint.
+must give the identity the installed package implies (dpkg versions; a live `nmap -sV -sT`
+7.93 run on the three capped daemons gave the same: `irc ngircd` with Host
+irc.servprobe.test, `ssh OpenSSH 9.2p1 Debian 2+deb12u10 (protocol 2.0)`, `ftp vsftpd
+3.0.3`, in 36.4 s) and equal the sequential run field by field; no refusal banner may be
+reported as an identity or appear in a fingerprint.
 
 Each run starts on an idle daemon (`wait_idle`): a capped daemon still counts the previous
 run's last connections for a moment, which would refuse even nmap's first connection.
@@ -44,8 +45,16 @@ REFUSALS = (NGIRCD_REFUSAL, VSFTPD_REFUSAL, "Exceeded MaxStartups", "too many co
 
 
 def key(r):
-    return (r.display_service(), r.display_version(), r.hostname, r.tunnel, r.method, r.conf,
-            r.state, r.fingerprint)
+    return (
+        r.display_service(),
+        r.display_version(),
+        r.hostname,
+        r.tunnel,
+        r.method,
+        r.conf,
+        r.state,
+        r.fingerprint,
+    )
 
 
 def expected(name: str) -> tuple[str, str]:
@@ -60,8 +69,11 @@ def expected(name: str) -> tuple[str, str]:
 
 
 def no_refusal_in(r) -> None:
-    text = " ".join(str(x) for x in (r.service, r.product, r.version, r.extrainfo, r.hostname,
-                                      r.fingerprint) if x)
+    text = " ".join(
+        str(x)
+        for x in (r.service, r.product, r.version, r.extrainfo, r.hostname, r.fingerprint)
+        if x
+    )
     for banner in REFUSALS:
         assert banner not in text and banner.replace(" ", "\\x20") not in text, (r.port, text)
 
