@@ -144,6 +144,15 @@ probe's. The server cannot be asked which; the rules below never need to know.
   host's speculative connections the same way once two services of the host refused
   (engine.budget); --max-conn-per-host N fixes the host's limit by hand instead.
 
+  *Trust.* Quiet re-runs go one at a time, so a server that closes every probe's connection
+  without a refusal (coturn's TCP side resets each probe's connection after 3 s) would pay
+  one full wait per probe in a row: 30 probes, 90 s. Once TRUST_AFTER re-runs in a row gave
+  the same answer uncrowded (and none proved a refusal), the server has shown that it does
+  not refuse at the loads those discarded outcomes saw: a close at no more than the highest
+  such load is kept as the probe's outcome, and steps discarded at such loads re-run at
+  once within the window instead of alone. A later re-run that proves a refusal withdraws
+  the trust for good.
+
 Outcomes still do not depend on timing or windows: a discarded outcome is never used, and a
 kept one was read either uncrowded or without the server closing on it.
 
@@ -169,6 +178,8 @@ SPEC_FIRST_WINDOW = 4
 # the refusal rule assumes a cap of at least two connections per client: an attempt that
 # overlapped at most this many others cannot have been refused (module docstring)
 SAFE_OVERLAP = 1
+# same-answer re-runs (and no refusal) after which closes at the loads they saw are trusted
+TRUST_AFTER = 2
 LINGER_SLACK = 0.01  # seconds added to the linger time (timer granularity)
 LINGER_SAMPLES = 8  # round trips seen before the slowest one alone bounds a close's travel
 # the AIMD window's floor: the step the walk waits at plus one (module docstring)
@@ -204,6 +215,7 @@ class SpeculativeProvider(DirectProvider):
         self.refusals = 0  # outcomes discarded as possible refusals (benchmarks, tests)
         self.confirmed = 0  # of which a re-run proved the refusal (another answer alone)
         self.spurious = 0  # of which a re-run gave the same answer (the server just closes)
+        self._trusted = 0  # closes at most this crowded are kept once trusted (docstring)
         # step -> (bytes, launch number, connections then, host round) of its discarded outcome
         self._discarded: dict[int, tuple[bytes, int, int, int | None]] = {}
         self._rerun: int | None = None  # conn of the re-run in flight (kept uncrowded)
@@ -270,6 +282,7 @@ class SpeculativeProvider(DirectProvider):
             and k in self._discarded
             and k not in self._started
             and self._rerun is None
+            and not self._trusts(self._discarded[k][2])
         ):
             self._clear_ahead(k)
         if kind != "fresh" or k in self._started or self._may_launch(k, now):
@@ -357,7 +370,12 @@ class SpeculativeProvider(DirectProvider):
             self._rerun = None
         if att.kind == "fresh":
             crowd = self._crowd.pop(att.conn, None)
-            if out.end == "closed" and crowd is not None and crowd[0] > SAFE_OVERLAP:
+            if (
+                out.end == "closed"
+                and crowd is not None
+                and crowd[0] > SAFE_OVERLAP
+                and not self._trusts(crowd[0] + 1)
+            ):
                 self._refused(att, crowd, now)
                 return
             if att.step in self._discarded:
@@ -386,7 +404,7 @@ class SpeculativeProvider(DirectProvider):
                 self._launches += 1
                 host_round = self.budget.acquired if self.budget is not None else None
                 self._crowd[att.conn] = [crowd, self._launches, host_round]
-                if k in self._discarded:
+                if k in self._discarded and not self._trusts(self._discarded[k][2]):
                     self._rerun = att.conn
         return att
 
@@ -402,6 +420,10 @@ class SpeculativeProvider(DirectProvider):
             self._lingering.append(self._now)  # the server may count it a while longer
 
     # ------------------------------------------------------------ the refusal rule -----------
+
+    def _trusts(self, load: int) -> bool:
+        """Is a close seen with `load` connections counted the probe's own (docstring: Trust)?"""
+        return self.confirmed == 0 and self.spurious >= TRUST_AFTER and load <= self._trusted
 
     def _adapt_host(self) -> bool:
         """The host's window adapts unless --max-conn-per-host fixed it by hand."""
@@ -433,8 +455,9 @@ class SpeculativeProvider(DirectProvider):
 
     def _load(self, now: float) -> int:
         """Connections of this service the server may be counting now: ours that are open,
-        and ours closed less than `_linger()` ago."""
-        cutoff = now - self._linger()
+        and ours closed less than `_linger()` ago (a room wake-up may fire TIMER_SLACK early:
+        without the slack here it would find the same load and re-arm, forever)."""
+        cutoff = now + TIMER_SLACK - self._linger()
         self._lingering = [t for t in self._lingering if t > cutoff]
         return len({a.conn for a in self._attempts.values()}) + len(self._lingering)
 
@@ -448,7 +471,7 @@ class SpeculativeProvider(DirectProvider):
         if self._rerun is not None:
             return False
         load = self._load(now)
-        if k in self._discarded:
+        if k in self._discarded and not self._trusts(self._discarded[k][2]):
             ok = load <= SAFE_OVERLAP
         else:
             ok = self.cwnd is None or load < max(CWND_FLOOR, int(self.cwnd))
@@ -490,11 +513,12 @@ class SpeculativeProvider(DirectProvider):
         got = bytes(att.buf)
         if out.end in ("closed", "match") and (got.startswith(data) or data.startswith(got)):
             self.spurious += 1
+            self._trusted = max(self._trusted, load)
             self.w.note(
                 f"probe {att.probe.name}: same answer uncrowded, the server closes after it (no refusal)"
             )
             return
-        self.confirmed += 1
+        self.confirmed += 1  # withdraws the trust for good (_trusts)
         if launch > self._cut_at:
             base = self.cwnd if self.cwnd is not None else float(load)
             self.cwnd = max(float(CWND_FLOOR), float(int(base / 2)))
