@@ -443,8 +443,9 @@ def xinetd_time() -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def coturn() -> Iterator[Daemon]:
-    """coturn's turnserver as a plain STUN server (no TLS/DTLS, no relay users), UDP and TCP."""
+def coturn(*extra: str) -> Iterator[Daemon]:
+    """coturn's turnserver as a plain STUN server (no TLS/DTLS, no relay users), UDP and TCP;
+    `extra` arguments go on its command line (--no-software-attribute: no SOFTWARE name)."""
     binary = _require("/usr/bin/turnserver", "coturn")
     version = dpkg_version("coturn")
     with _workdir("coturn") as d:
@@ -472,6 +473,7 @@ def coturn() -> Iterator[Daemon]:
             "49152",
             "--max-port",
             "49200",
+            *extra,
         ]
         with _running(argv, log) as proc:
             _wait_tcp(port, proc, "turnserver", log)
