@@ -96,6 +96,7 @@ class _TcpFlow:
         loop = px.loop
         self.up = _Direction(loop, px.delay, self._to_upstream)
         self.down = _Direction(loop, px.delay, self._to_client)
+        px.flows.add(self)
         loop.call_later(px.delay(), lambda: loop.create_task(self._connect(target)))
 
     async def _connect(self, target: int) -> None:
@@ -105,6 +106,9 @@ class _TcpFlow:
             self.client.abort()
             return
         self.upstream = tr  # type: ignore[assignment]
+        if self.px.closing:  # the proxy closed while this connect was under way
+            tr.close()
+            return
         pending, self.pending = self.pending, []
         for item in pending:
             self._to_upstream(item)
@@ -115,6 +119,7 @@ class _TcpFlow:
             self.pending.append(item)
         elif item is _GONE:
             up.close()
+            self.px.flows.discard(self)
         elif up.is_closing():
             return
         elif item is _EOF:
@@ -124,12 +129,19 @@ class _TcpFlow:
         else:
             up.write(item)
 
+    def shut(self) -> None:
+        """Close both sides now (the proxy is closing: delayed closes would never be sent)."""
+        self.client.abort()
+        if self.upstream is not None:
+            self.upstream.close()
+
     def _to_client(self, item: Any) -> None:
         if item is _EOF:
             if not self.client.is_closing():
                 self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
+            self.px.flows.discard(self)
         elif not self.client.is_closing():
             self.client.write(item)
 
@@ -226,6 +238,11 @@ class DelayProxies:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._servers: list[Any] = []
+        # TCP flows not yet closed on both sides: close() shuts them, or the server would
+        # keep serving connections whose delayed close died with the loop (dnsmasq, which
+        # serves 20 TCP clients at a time, then left later runs' connections unread)
+        self.flows: set[_TcpFlow] = set()
+        self.closing = False
 
     def delay(self) -> float:
         return max(0.0, self.base + self.rng.uniform(-self.jitter, self.jitter))
@@ -256,8 +273,18 @@ class DelayProxies:
             return
 
         async def stop() -> None:
+            self.closing = True
             for s in self._servers:
                 s.close()
+            for flow in list(self.flows):
+                flow.shut()
+            self.flows.clear()
+            for s in self._servers:
+                front = s.get_protocol() if isinstance(s, asyncio.DatagramTransport) else None
+                for _, back in getattr(front, "flows", {}).values():
+                    if back.transport is not None:
+                        back.transport.close()
+            await asyncio.sleep(0)  # let the transports' closes run
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
