@@ -3,11 +3,12 @@
 The speculation rules compare latencies (engine.speculate), so they are checked where
 latencies are real: every daemon of the suite (tests/daemons.py) is scanned on loopback one
 probe at a time (`--sequential`, nmap's order and waits: the reference) and with speculation
-on loopback and through a 60 ms path (one-way, per direction). Service, version, tunnel,
-method, confidence and state must equal the reference's. (Through 150 ± 100 ms every daemon
-but dnsmasq's TCP side keeps its answer; that one loses it in about one run of four: see the
-quiet-step rule's known limit in engine/speculate.py. Not asserted until fixed.)
-The proxy itself is checked first: delays, no reordering under jitter, UDP drop rate.
+on loopback, through a 60 ms path (one-way, per direction) and through 150 ± 100 ms of
+jitter. Service, version, tunnel, method, confidence and state must equal the reference's.
+The 150 ± 100 ms run is where dnsmasq's worker limit shows (20 TCP clients served at once,
+the rest queued unread: engine/speculate.py, "Workers"); `python bench/bench_worker_limit.py`
+repeats that one over many proxy seeds. The proxy itself is checked first: delays, no
+reordering under jitter, UDP drop rate, and no connection left open once it is closed.
 """
 
 from __future__ import annotations
@@ -84,6 +85,44 @@ def test_proxy_delays_each_direction_and_keeps_byte_order():
         c.close()
 
 
+def test_proxy_closes_its_connections_when_it_closes():
+    """Closing the proxy closes the upstream side of every open flow at once: a server that
+    serves a few clients at a time (dnsmasq) must not keep serving connections of a run
+    that is over (before the fix they stayed open and later runs' connections queued)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    seen: list[float] = []
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        c.settimeout(10)
+        with contextlib.suppress(OSError):
+            while c.recv(100):
+                pass
+        seen.append(time.monotonic())
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    clients = []
+    try:
+        with DelayProxies(base=0.05, jitter=0.02, seed=3) as px:
+            front = px.add(srv.getsockname()[1], "tcp")
+            c = socket.create_connection(("127.0.0.1", front), timeout=5)
+            clients.append(c)
+            c.sendall(b"hello")
+            time.sleep(0.3)  # the upstream connection exists and carried the bytes
+            closed_at = time.monotonic()
+        deadline = time.monotonic() + 3
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seen and seen[0] - closed_at < 1.0
+    finally:
+        for c in clients:
+            c.close()
+        srv.close()
+
+
 def test_proxy_drops_udp_datagrams_at_its_rate():
     with echo_server("udp") as port, DelayProxies(base=0.0, drop=0.3, seed=3) as px:
         front = px.add(port, "udp")
@@ -130,7 +169,7 @@ def test_daemons_same_answers_through_delay_as_sequential_on_loopback(all_daemon
     direct = [ServiceTarget(d.host, e.port, e.proto) for d, e in pairs]
     want = servprobe_scan(db, direct, EngineOptions(rpc_grind=False, sequential=True, version_scripts="none"))
     runs = {"loopback": servprobe_scan(db, direct, EngineOptions(rpc_grind=False, version_scripts="none"))}
-    for name, base, jitter in (("60ms", 0.06, 0.0),):
+    for name, base, jitter in (("60ms", 0.06, 0.0), ("150+-100ms", 0.15, 0.10)):
         with DelayProxies(base=base, jitter=jitter, seed=11) as px:
             targets = proxied_targets(px, planner, pairs)
             runs[name] = servprobe_scan(db, targets, EngineOptions(rpc_grind=False, version_scripts="none"))

@@ -44,11 +44,7 @@ first answer Lmax seen on any speculative attempt of this sequence):
 
   *Quiet-step rule.* Step k's attempt sent its probe at tk and has received nothing; once
   the walk is at k and tk + 2·Lmax + grace has passed, step k is resolved as silent (twice
-  Lmax: over a jittery path one answer can take much longer than the others). Known limit:
-  through 150 ± 100 ms, dnsmasq's TCP side, given ~30 parallel connections (the silent-port
-  window opens because no answer is back after speculation_delay), answers
-  DNSVersionBindReqTCP later than that bound in about one run of four, and the answer is
-  lost (loopback and 60 ms: always kept). A server
+  Lmax: over a jittery path one answer can take much longer than the others). A server
   that answers some probes within Lmax and ignores this one (nginx and redis ignore
   GenericLines' blank lines, DNS servers ignore most UDP probes) would give nmap the same
   silence after its full wait. It costs the answer only for a server that answers this very
@@ -72,6 +68,21 @@ answers fast would get every probe at once):
   * after another speculation_delay, all of probe_parallelism if no attempt got an answer (a
     silent port: parallel waits are the whole point), else still 4 (request-first services are
     usually settled by the first few steps);
+    *Workers.* A server may serve a fixed number of clients at a time and leave the rest in
+    its listen backlog, unread (dnsmasq: 20 TCP clients, MAX_PROCS; inetd-style instance
+    limits): an attempt queued behind silent ones reads nothing for its whole wait, and the
+    client cannot tell it from a silent probe. So while the service has answered nothing,
+    at most SILENT_OPEN_MAX of its connections (NULL's included) are open at once; the
+    other started steps connect as those end, except probes with a longer wait than the
+    default (SIPOptions, Help: 7.5 s), which go at once or a second round would outlast
+    the walk. This costs little on a silent port: NULL's wait plus the cheat step's (11 s)
+    outlast two rounds of default waits (about 10.9 s).
+    Measured through 150 ± 100 ms, where no answer is back after speculation_delay
+    (`python bench/bench_worker_limit.py`): with all 32 at once dnsmasq's TCP side lost
+    DNSVersionBindReqTCP's answer in 7 of 48 runs (its connection reached dnsmasq behind
+    twenty others: jitter reorders them), with the cap in none of 40. A server with fewer
+    workers than the cap can still queue an attempt (the limit is the server's, unknown
+    here); a silent port costs 11.0-11.2 s as before.
   * *Unmatched-banner ramp.* While the step the walk waits at is NULL or the cheat step and
     it has already received bytes that matched no line, the walk is bound to sit out that
     step's full wait (nmap's rule: an unrecognized banner is read to the end), and the
@@ -165,7 +176,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from servprobe.engine.provider import MATCH_INTERVAL, TIMER_SLACK, Attempt, DirectProvider, Outcome
+from servprobe.engine.provider import (
+    DEFAULT_WAIT_MS,
+    MATCH_INTERVAL,
+    TIMER_SLACK,
+    Attempt,
+    DirectProvider,
+    Outcome,
+)
 
 if TYPE_CHECKING:
     from servprobe.engine.budget import ConnBudget
@@ -180,6 +198,11 @@ SPEC_FIRST_WINDOW = 4
 SAFE_OVERLAP = 1
 # same-answer re-runs (and no refusal) after which closes at the loads they saw are trusted
 TRUST_AFTER = 2
+# connections open at once while the service has answered nothing (module docstring:
+# Workers): NULL's and 15 more, under dnsmasq's 20 TCP workers with room for the few
+# long-wait probes, which are not held back; two rounds of 15 default waits (the default
+# intensity's ~32 TCP probes) still end within NULL's and the cheat step's 11 s
+SILENT_OPEN_MAX = 16
 LINGER_SLACK = 0.01  # seconds added to the linger time (timer granularity)
 LINGER_SAMPLES = 8  # round trips seen before the slowest one alone bounds a close's travel
 # the AIMD window's floor: the step the walk waits at plus one (module docstring)
@@ -216,6 +239,7 @@ class SpeculativeProvider(DirectProvider):
         self.confirmed = 0  # of which a re-run proved the refusal (another answer alone)
         self.spurious = 0  # of which a re-run gave the same answer (the server just closes)
         self._trusted = 0  # closes at most this crowded are kept once trusted (docstring)
+        self._silent_capped = False  # the last _may_launch said no for SILENT_OPEN_MAX only
         # step -> (bytes, launch number, connections then, host round) of its discarded outcome
         self._discarded: dict[int, tuple[bytes, int, int, int | None]] = {}
         self._rerun: int | None = None  # conn of the re-run in flight (kept uncrowded)
@@ -466,6 +490,7 @@ class SpeculativeProvider(DirectProvider):
         SAFE_OVERLAP others counted), and nothing while its re-run is in flight; any other
         step while the AIMD window has room. Else wake when a closed connection stops
         counting (other wake-ups come with the events that end attempts)."""
+        self._silent_capped = False
         if self.proto != "tcp":
             return True
         if self._rerun is not None:
@@ -474,7 +499,13 @@ class SpeculativeProvider(DirectProvider):
         if k in self._discarded and not self._trusts(self._discarded[k][2]):
             ok = load <= SAFE_OVERLAP
         else:
-            ok = self.cwnd is None or load < max(CWND_FLOOR, int(self.cwnd))
+            window = None if self.cwnd is None else max(CWND_FLOOR, int(self.cwnd))
+            cap = window
+            long_wait = (self.w.order[k].totalwaitms or DEFAULT_WAIT_MS) > DEFAULT_WAIT_MS
+            if self._evidence is None and not self._ramp and not long_wait:  # Workers
+                cap = SILENT_OPEN_MAX if cap is None else min(cap, SILENT_OPEN_MAX)
+            ok = cap is None or load < cap
+            self._silent_capped = not ok and (window is None or load < window)
         if not ok and self._lingering:
             wake = min(self._lingering) + self._linger()
             if self._room_wake is None or wake < self._room_wake:
@@ -659,6 +690,8 @@ class SpeculativeProvider(DirectProvider):
             if not self._may_launch(k, now):
                 if k in self._discarded and k != cursor and self._rerun is None:
                     continue  # its re-run waits for a quiet moment; later steps may go now
+                if self._silent_capped:
+                    continue  # later long-wait probes are not held back (Workers)
                 return
             if self.budget is not None and not self.budget.try_acquire(self.key):
                 return
