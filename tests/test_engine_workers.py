@@ -110,3 +110,29 @@ def test_without_the_cap_the_answer_is_lost(monkeypatch):
     got, server = run(monkeypatch, sequential=False)
     assert server.max_queue > 0
     assert got.result.service != "workers"
+
+
+class ClosesEverything(ServerModel):
+    """git daemon's way with requests it does not understand: read, then close, no byte."""
+
+    def on_data(self, conn: int, payload: bytes, since_connect: float, tls: bool) -> list[tuple[float, object]]:
+        return [(0.002, sim.CLOSE)]
+
+
+def test_server_closing_every_probe_ends_the_scan(monkeypatch):
+    """Crowded closes are discarded and re-run (the refusal rule); once two re-runs proved the
+    server just closes, the rest re-run in parallel (trust) -- a re-run that met more
+    connections than trusted and was discarded again must then wait for a quiet moment, or
+    the walk never ends (git daemon livelocked the scan: discarded, relaunched crowded,
+    discarded again, forever). The answer is --sequential's."""
+    want = simulate(machine(31337, db(), sequential=True), ClosesEverything(), rtt=0.001)
+    real = sim.SimTransport.connect
+
+    def bounded(self, dial, sink):  # the livelock loops at one virtual instant: fail, not hang
+        if self.connections >= 10 * PROBES:
+            raise AssertionError(f"{self.connections} connections for {PROBES} probes: relaunch loop")
+        return real(self, dial, sink)
+
+    monkeypatch.setattr(sim.SimTransport, "connect", bounded)
+    got = simulate(machine(31337, db(), sequential=False), ClosesEverything(), rtt=0.001)
+    assert fields(got.result) == fields(want.result)

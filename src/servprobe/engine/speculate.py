@@ -528,9 +528,14 @@ class SpeculativeProvider(DirectProvider):
         if att.conn in self._ramped:
             self._ramped.discard(att.conn)
             self._ramp -= 1
-        self._discarded.setdefault(
-            att.step, (bytes(att.buf), launch, others + 1, host_round if att.budgeted else None)
-        )
+        entry = (bytes(att.buf), launch, others + 1, host_round if att.budgeted else None)
+        old = self._discarded.get(att.step)
+        if old is not None:
+            # discarded again (a trusted re-run that met more connections than trusted): keep
+            # the first outcome, raise its load, so the next re-run waits for a quiet moment
+            # instead of going crowded again and again (seen on git daemon: a livelock)
+            entry = (old[0], old[1], max(old[2], others + 1), old[3])
+        self._discarded[att.step] = entry
         self._started.discard(att.step)
         self._close(att)
 
