@@ -80,7 +80,7 @@ answers fast would get every probe at once):
     Measured through 150 ± 100 ms, where no answer is back after speculation_delay
     (`python bench/bench_worker_limit.py`): with all 32 at once dnsmasq's TCP side lost
     DNSVersionBindReqTCP's answer in 7 of 48 runs (its connection reached dnsmasq behind
-    twenty others: jitter reorders them), with the cap in none of 40. A server with fewer
+    twenty others: jitter reorders them), with the cap in none of 56. A server with fewer
     workers than the cap can still queue an attempt (the limit is the server's, unknown
     here); a silent port costs 11.0-11.2 s as before.
   * *Unmatched-banner ramp.* While the step the walk waits at is NULL or the cheat step and
