@@ -198,6 +198,15 @@ def scan_bundled(
     )
 
 
+# endpoints whose nmap answer is a coin flip, left out of both figures (listed, marked "~")
+RACY = {
+    # measured: coturn 4.6.1 resets an idle TCP connection 2.996-3.004 s after accepting it,
+    # and the NULL probe's tcpwrappedms is 3000: either tool says tcpwrapped or unknown by
+    # who reads the reset first (CI saw nmap say tcpwrapped and us unknown; ours gives either)
+    "coturn": "idle reset at 3.0 s races the NULL probe's tcpwrappedms 3000",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     endpoint: str
@@ -211,6 +220,11 @@ class Row:
     def nmap_names_service(self) -> bool:
         # a free port may be in nmap's port table: a "table" name is no detection
         return self.nmap.name not in (None, "unknown") and self.nmap.method == "probed"
+
+    @property
+    def counted(self) -> bool:
+        """In the figures: nmap names the service and its answer is not a race (RACY)."""
+        return self.nmap_names_service and self.endpoint not in RACY
 
     @property
     def service_right(self) -> bool:
@@ -236,9 +250,9 @@ def compare(
 
 
 def figures(rows: list[Row]) -> tuple[float, float]:
-    """(service right %, nmap's product %): over the endpoints nmap names, and over those
-    where nmap names a product."""
-    named = [r for r in rows if r.nmap_names_service]
+    """(service right %, nmap's product %): over the endpoints nmap names (RACY ones left
+    out), and over those where nmap names a product."""
+    named = [r for r in rows if r.counted]
     with_product = [r for r in named if r.nmap.product]
     return (
         round(100 * sum(r.service_right for r in named) / len(named), 1),
@@ -250,7 +264,9 @@ def table(rows: list[Row]) -> str:
     def cell(a: Answer) -> str:
         return f"{a.service} {a.product or '-'} {a.version or ''}".strip()[:50]
 
-    def mark(counted: bool, right: bool) -> str:
+    def mark(r: Row, counted: bool, right: bool) -> str:
+        if r.endpoint in RACY and r.nmap_names_service:
+            return " ~ "
         return " . " if not counted else ("ok " if right else "NO ")
 
     lines = [
@@ -259,15 +275,17 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         lines.append(
             f"{r.endpoint:18} {r.port:>5}/{r.proto}  {cell(r.nmap):50}  "
-            f"{cell(r.ours):50} {mark(r.nmap_names_service, r.service_right)} "
-            f"{mark(r.nmap_names_service and bool(r.nmap.product), r.product_right)}"
+            f"{cell(r.ours):50} {mark(r, r.counted, r.service_right)} "
+            f"{mark(r, r.counted and bool(r.nmap.product), r.product_right)}"
         )
-    named = [r for r in rows if r.nmap_names_service]
+    named = [r for r in rows if r.counted]
     svc, prod = figures(rows)
     lines.append(
         f"{len(rows)} endpoints; nmap names {len(named)} ({sum(bool(r.nmap.product) for r in named)}"
         f" with a product): service right {svc}%, nmap's product {prod}%"
     )
+    for name, why in RACY.items():
+        lines.append(f"~ {name}: left out of the figures ({why})")
     lines.append(
         f'nmap names nothing on {len(rows) - len(named)} ("."); servprobe --db bundled '
         f"names a service on {sum(r.ours.name not in (None, 'unknown') and r.ours.method == 'probed' for r in rows if not r.nmap_names_service)} of them"

@@ -5,7 +5,8 @@ tests/daemons_post.py's daemons, and tests/daemons_capture.py's daemons whose pa
 Makefile installs) is scanned once with `servprobe --db bundled --version-scripts none` and
 once with `nmap -sV` (nmap's own database; its answer is the expected value, nothing here is
 written from our own output). Goal: the service nmap names on >= 95% of the endpoints nmap
-names, and nmap's product on >= 85% of those where nmap names one.
+names, and nmap's product on >= 85% of those where nmap names one. An endpoint whose nmap
+answer is a race (bundled_daemon_set.RACY: coturn's TCP side) is listed, left out of both.
 `python bench/bench_bundled.py` prints the per-endpoint table.
 """
 
@@ -42,7 +43,7 @@ def test_both_tools_answer_every_endpoint(rows: list[bset.Row]) -> None:
     ]
     assert missing == [], missing
     # the figures need enough endpoints nmap names to mean something
-    named = [r for r in rows if r.nmap_names_service]
+    named = [r for r in rows if r.counted]
     assert len(named) >= 20 and sum(bool(r.nmap.product) for r in named) >= 15
 
 
@@ -51,7 +52,7 @@ def test_bundled_service_right_on_95_percent(rows: list[bset.Row]) -> None:
     wrong = [
         (r.endpoint, r.nmap.service, r.ours.service)
         for r in rows
-        if r.nmap_names_service and not r.service_right
+        if r.counted and not r.service_right
     ]
     assert service >= 95.0, f"service right {service}%; differs from nmap: {wrong}"
 
@@ -61,6 +62,6 @@ def test_bundled_names_nmaps_product_on_85_percent(rows: list[bset.Row]) -> None
     wrong = [
         (r.endpoint, r.nmap.product, r.ours.product)
         for r in rows
-        if r.nmap_names_service and r.nmap.product and not r.product_right
+        if r.counted and r.nmap.product and not r.product_right
     ]
     assert product >= 85.0, f"nmap's product {product}%; differs: {wrong}"
