@@ -287,7 +287,7 @@ def table(rows: list[Row]) -> str:
     for name, why in RACY.items():
         lines.append(f"~ {name}: left out of the figures ({why})")
     lines.append(
-        f'nmap names nothing on {len(rows) - len(named)} ("."); servprobe --db bundled '
+        f'nmap names nothing on {sum(not r.nmap_names_service for r in rows)} ("."); servprobe --db bundled '
         f"names a service on {sum(r.ours.name not in (None, 'unknown') and r.ours.method == 'probed' for r in rows if not r.nmap_names_service)} of them"
     )
     return "\n".join(lines)
